@@ -1,0 +1,262 @@
+"""The cloud core daemon: opens rounds, collects the regions' partials, merges them into the next
+global model, signs and republishes it (retained), keeps every version, writes metrics.
+
+The open round is persisted (`open_round.json` plus each verified partial under `partials/`),
+so a restart mid-round resumes the same round instead of losing what the regions sent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiomqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cloud_core.config import CloudConfig
+from cloud_core.metrics import round_points
+from cloud_core.model_store import ModelStore, ModelVersion, weights_digest
+from cloud_core.rounds import CloudRound, RoundRecord, round_record
+from learning.model import AutoencoderShape, Weights, initial_weights, weight_shapes
+from nacelle.mqtt import MqttSession, SessionSpec
+from telemetry import InfluxV1Writer, MetricsWriter, MetricsWriteError
+from wire.envelope import Kind, open_envelope, seal
+from wire.errors import RejectedMessage, RejectReason
+from wire.messages import ModelRelease, RoundAnnouncement, model_envelope, parse_partial, round_envelope
+from wire.registry import FleetRegistry
+from wire.signing import load_private_key
+from wire.topics import MODEL_TOPIC, PARTIAL_FILTER, ROUND_TOPIC, region_of_partial_topic
+
+log = logging.getLogger(__name__)
+
+
+class CloudCore:
+    def __init__(
+        self,
+        config: CloudConfig,
+        registry: FleetRegistry,
+        signing_key: Ed25519PrivateKey,
+        *,
+        metrics: MetricsWriter | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self._key = signing_key
+        self._clock = clock
+        self.metrics = metrics
+        self.shape = AutoencoderShape(config.model.n_features, config.model.hidden, config.model.latent)
+        self._shapes = weight_shapes(self.shape)
+        self.regions = frozenset(config.regions or registry.regions)
+        unknown = self.regions - set(registry.aggregators)
+        if unknown:
+            raise ValueError(f"regions {sorted(unknown)} have no aggregator in the fleet registry")
+        self.store = ModelStore(config.state_dir)
+        self._round_log = config.state_dir / "rounds.jsonl"
+        self._open_path = config.state_dir / "open_round.json"
+        self._partials_dir = config.state_dir / "partials"
+        latest = self.store.latest(list(self._shapes))
+        if latest is None:
+            weights = initial_weights(self.shape, config.model.init_seed)
+            latest = (ModelVersion(0, 0, -1, clock(), weights_digest(weights), {"origin": "init"}), weights)
+            self.store.save(*latest)
+        self.model, self.weights = latest
+        self.round: CloudRound | None = None
+        self._round_changed = asyncio.Event()
+        self.partials_refused = 0
+        self.session = MqttSession(
+            SessionSpec(client_id="nacelle-cloud", endpoint=config.broker, subscriptions=(PARTIAL_FILTER,)),
+            handler=self._on_message,
+            on_connect=self._publish_model,
+        )
+
+    @classmethod
+    def from_config(cls, config: CloudConfig) -> CloudCore:
+        metrics = InfluxV1Writer(config.influx.url, config.influx.database) if config.influx.url else None
+        return cls(config, FleetRegistry.load(config.registry_path), load_private_key(config.private_key_path), metrics=metrics)
+
+    @property
+    def cloud_id(self) -> str:
+        return self.registry.cloud.member_id
+
+    def last_round_id(self) -> int:
+        if not self._round_log.exists():
+            return 0
+        lines = self._round_log.read_text().splitlines()
+        return json.loads(lines[-1])["round"] if lines else 0
+
+    def records(self) -> list[dict]:
+        if not self._round_log.exists():
+            return []
+        return [json.loads(line) for line in self._round_log.read_text().splitlines()]
+
+    async def _publish_model(self) -> None:
+        release = ModelRelease(self.model.version, self.model.round_id, self.model.parent_version, self.weights)
+        payload = seal(model_envelope(release, self.cloud_id, self.model.created_at), self._key)
+        await self.session.publish(MODEL_TOPIC, payload, retain=True)
+        if self.round is not None:
+            await self._publish_round(self.round.announcement)
+
+    async def _publish_round(self, announcement: RoundAnnouncement) -> None:
+        await self.session.publish(ROUND_TOPIC, seal(round_envelope(announcement, self.cloud_id), self._key), retain=True)
+
+    # -- partials ---------------------------------------------------------------------------
+
+    async def _on_message(self, message: aiomqtt.Message) -> None:
+        payload = message.payload if isinstance(message.payload, bytes) else b""
+        topic_region = region_of_partial_topic(str(message.topic)) or "?"
+        try:
+            self._accept_partial(payload, topic_region)
+        except RejectedMessage as exc:
+            self.partials_refused += 1
+            log.warning("cloud refused partial on region %s's topic: %s", topic_region, exc)
+            return
+        if self.round is not None:
+            (self._partials_dir / f"{topic_region}.msgpack").write_bytes(payload)
+        self._round_changed.set()
+
+    def _accept_partial(self, payload: bytes, topic_region: str) -> None:
+        aggregator = self.registry.aggregators.get(topic_region)
+
+        def aggregator_key(sender: str):
+            return self.registry.public_key(sender) if aggregator and sender == aggregator.member_id else None
+
+        envelope = open_envelope(
+            payload, max_bytes=self.config.max_partial_bytes, keys=aggregator_key, expected_kind=Kind.PARTIAL
+        )
+        if envelope.region != topic_region:
+            raise RejectedMessage(RejectReason.TOPIC_MISMATCH, f"partial of {envelope.region!r} on {topic_region!r}")
+        if self.round is None:
+            raise RejectedMessage(RejectReason.NO_OPEN_ROUND, f"partial for round {envelope.round_id}, none open")
+        partial = parse_partial(envelope, self._shapes)
+        self.round.add(partial)
+        log.info(
+            "cloud got region %s's partial for round %d: %d/%d nodes, weight %.0f",
+            partial.region, partial.round_id, partial.accepted, partial.expected, partial.total_weight,
+        )
+
+    # -- rounds -----------------------------------------------------------------------------
+
+    def _resume_open_round(self) -> CloudRound | None:
+        if not self._open_path.exists():
+            return None
+        data = json.loads(self._open_path.read_text())
+        cloud_round = CloudRound(RoundAnnouncement(**data), self.regions)
+        self.round = cloud_round
+        for path in sorted(self._partials_dir.glob("*.msgpack")):
+            try:
+                self._accept_partial(path.read_bytes(), path.stem)
+            except RejectedMessage as exc:
+                log.warning("cloud dropped stored partial %s: %s", path.name, exc)
+        log.info("cloud resumed round %d with %d partials", cloud_round.round_id, len(cloud_round.partials))
+        return cloud_round
+
+    def _open_round(self) -> CloudRound:
+        now = self._clock()
+        schedule, plan = self.config.schedule, self.config.training
+        announcement = RoundAnnouncement(
+            round_id=self.last_round_id() + 1,
+            base_version=self.model.version,
+            opened_at=now,
+            regional_deadline=now + schedule.regional_deadline_s,
+            global_deadline=now + schedule.global_deadline_s,
+            epochs=plan.epochs,
+            batch_size=plan.batch_size,
+            learning_rate=plan.learning_rate,
+            codec=plan.codec,
+        )
+        for stale in self._partials_dir.glob("*.msgpack"):
+            stale.unlink()
+        self._partials_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(self._open_path, announcement.__dict__)
+        self.round = CloudRound(announcement, self.regions)
+        return self.round
+
+    async def run_round(self) -> RoundRecord:
+        """Open (or resume) a round, wait for every region or the global deadline, publish."""
+        await self.session.connected.wait()
+        cloud_round = self._resume_open_round() or self._open_round()
+        announcement = cloud_round.announcement
+        await self._publish_round(announcement)
+        log.info(
+            "cloud opened round %d from model v%d for regions %s",
+            announcement.round_id, announcement.base_version, ", ".join(sorted(self.regions)),
+        )
+        while not cloud_round.complete():
+            remaining = announcement.global_deadline - self._clock()
+            if remaining <= 0:
+                log.warning("cloud: round %d hit its global deadline; missing %s", cloud_round.round_id,
+                            sorted(self.regions - set(cloud_round.partials)))
+                break
+            self._round_changed.clear()
+            try:
+                await asyncio.wait_for(self._round_changed.wait(), timeout=min(remaining, 5.0))
+            except TimeoutError:
+                pass
+        return await self._finish(cloud_round)
+
+    async def _finish(self, cloud_round: CloudRound) -> RoundRecord:
+        parent = self.model
+        new_weights = cloud_round.merged_weights(self.weights, self.config.server_learning_rate)
+        now = self._clock()
+        version = parent.version + 1 if new_weights is not None else parent.version
+        record = round_record(cloud_round, version, new_weights is not None, now, self.partials_refused)
+        if new_weights is not None:
+            self.model = ModelVersion(
+                version, cloud_round.round_id, parent.version, now, weights_digest(new_weights),
+                {"codec": cloud_round.announcement.codec, "regions": record.regions,
+                 "updates_accepted": record.updates_accepted, "train_loss_mean": record.train_loss_mean},
+            )
+            self.weights = new_weights
+            self.store.save(self.model, new_weights)
+            await self._publish_model()
+        written = await self._write_metrics(record, cloud_round, parent.version)
+        record = RoundRecord(**{**record.__dict__, "points_written": written})
+        with open(self._round_log, "a") as handle:
+            handle.write(json.dumps(record.to_json()) + "\n")
+        self._open_path.unlink(missing_ok=True)
+        self.round = None
+        self.partials_refused = 0
+        log.info(
+            "cloud closed round %d: %s v%d, %d updates accepted, %d refused, %.1fs",
+            record.round, record.status, record.model_version, record.updates_accepted,
+            record.updates_rejected, record.seconds,
+        )
+        return record
+
+    async def _write_metrics(self, record: RoundRecord, cloud_round: CloudRound, parent_version: int) -> int:
+        if self.metrics is None:
+            return 0
+        points = round_points(record, cloud_round, parent_version)
+        try:
+            return await asyncio.to_thread(self.metrics.write, points)
+        except MetricsWriteError as exc:
+            log.error("cloud could not write round %d metrics to InfluxDB: %s", record.round, exc)
+            return exc.accepted
+
+    async def run(self, max_rounds: int | None = None) -> list[RoundRecord]:
+        """Run rounds every `schedule.interval_s` until cancelled or `max_rounds` are done."""
+        session = asyncio.create_task(self.session.run())
+        records: list[RoundRecord] = []
+        try:
+            while max_rounds is None or len(records) < max_rounds:
+                started = self._clock()
+                records.append(await self.run_round())
+                if max_rounds is not None and len(records) >= max_rounds:
+                    break
+                await asyncio.sleep(max(0.0, started + self.config.schedule.interval_s - self._clock()))
+            return records
+        finally:
+            session.cancel()
+            await asyncio.gather(session, return_exceptions=True)
+            if self.metrics is not None:
+                self.metrics.close()
+
+
+def _write_json(path: Path, data: dict) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(data))
+    temporary.replace(path)

@@ -1,0 +1,3 @@
+from nacelle.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""One MQTT v5 session with persistence and reconnection, the transport every daemon shares.
+
+Reconnects with capped exponential backoff and full jitter (a region that comes back online must
+not reconnect all at once), keeps its broker-side session (clean_start off, bounded session
+expiry) so QoS 1 messages published while it was away are delivered, and retries a publish
+across a reconnect (at-least-once: receivers deduplicate on node id + round).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from nacelle.config import BrokerEndpoint
+
+log = logging.getLogger(__name__)
+
+# A node offline for a week must still find its queued messages; longer and abandoned
+# sessions pile up on the broker (mosquitto's persistent_client_expiration is the backstop).
+DEFAULT_SESSION_EXPIRY_S = 7 * 24 * 3600
+# Cap of the reconnect backoff: a fleet reconnects within a minute of the broker's return.
+RECONNECT_CAP_S = 30.0
+
+MessageHandler = Callable[[aiomqtt.Message], Awaitable[None]]
+
+
+def full_jitter_delay(attempt: int, base_s: float = 0.5, cap_s: float = RECONNECT_CAP_S) -> float:
+    return random.uniform(0.0, min(cap_s, base_s * 2**attempt))
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    client_id: str
+    endpoint: BrokerEndpoint
+    subscriptions: Sequence[str] = ()
+    will: aiomqtt.Will | None = None
+    session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S
+    # paho's default of 20 in-flight QoS 1 messages throttles an aggregator's partial and a
+    # node's burst after a reconnect; mosquitto's own limit is set in broker/.
+    max_inflight: int = 100
+
+
+class MqttSession:
+    """Keeps one client connected; hands every received message to `handler`, in order."""
+
+    def __init__(
+        self,
+        spec: SessionSpec,
+        handler: MessageHandler | None = None,
+        on_connect: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.spec = spec
+        self._handler = handler
+        self._on_connect = on_connect
+        self._client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+
+    def _new_client(self) -> aiomqtt.Client:
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = self.spec.session_expiry_s
+        return aiomqtt.Client(
+            self.spec.endpoint.host,
+            self.spec.endpoint.port,
+            identifier=self.spec.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            keepalive=self.spec.endpoint.keepalive_s,
+            will=self.spec.will,
+            properties=properties,
+            max_inflight_messages=self.spec.max_inflight,
+            timeout=10,
+        )
+
+    async def run(self) -> None:
+        """Connect, subscribe, dispatch; reconnect on any broker failure until cancelled."""
+        attempt = 0
+        while True:
+            client = self._new_client()
+            try:
+                async with client:
+                    self._client = client
+                    for topic in self.spec.subscriptions:
+                        await client.subscribe(topic, qos=1)
+                    self.connected.set()
+                    if attempt:
+                        log.info("%s reconnected after %d attempts", self.spec.client_id, attempt)
+                    attempt = 0
+                    if self._on_connect is not None:
+                        await self._on_connect()
+                    async for message in client.messages:
+                        if self._handler is not None:
+                            await self._handler(message)
+            except aiomqtt.MqttError as exc:
+                delay = full_jitter_delay(attempt)
+                attempt += 1
+                log.warning(
+                    "%s: broker %s:%d: %s; retrying in %.1fs",
+                    self.spec.client_id, self.spec.endpoint.host, self.spec.endpoint.port, exc, delay,
+                )
+                await asyncio.sleep(delay)
+            finally:
+                self.connected.clear()
+                self._client = None
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Publish with QoS 1 once the broker acknowledged it, waiting out disconnections."""
+        while True:
+            await self.connected.wait()
+            client = self._client
+            if client is None:
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                await client.publish(topic, payload, qos=1, retain=retain)
+                return
+            except aiomqtt.MqttError as exc:
+                log.warning("%s: publish to %s failed (%s); will retry", self.spec.client_id, topic, exc)
+                await asyncio.sleep(full_jitter_delay(0))
+
+
+async def run_until_stopped(sessions: Sequence[MqttSession], stop: asyncio.Event) -> None:
+    """Run sessions until `stop` is set, then cancel them (used by every daemon's main)."""
+    tasks = [asyncio.create_task(session.run()) for session in sessions]
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stopper:
+                task.result()  # a session only ends by raising: surface it
+    finally:
+        for task in [*tasks, stopper]:
+            task.cancel()
+        await asyncio.gather(*tasks, stopper, return_exceptions=True)

@@ -1,0 +1,68 @@
+"""Checks every update must pass before it counts. Pure: bytes and state in, a typed update
+or a RejectedMessage with its reason out."""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from dataclasses import dataclass
+
+from wire.codec import Shapes
+from wire.envelope import Kind, open_envelope
+from wire.errors import RejectedMessage, RejectReason
+from wire.messages import NodeUpdate, RoundAnnouncement, parse_update
+from wire.registry import FleetRegistry, NodeStatus
+
+
+@dataclass(frozen=True)
+class UpdateLimits:
+    max_bytes: int
+    max_samples: int
+    max_clock_skew_s: float
+
+
+def validate_update(
+    payload: bytes,
+    topic_node_id: str,
+    *,
+    region: str,
+    registry: FleetRegistry,
+    open_round: RoundAnnouncement | None,
+    counted: Container[str],
+    shapes: Shapes,
+    limits: UpdateLimits,
+    now: float,
+) -> NodeUpdate:
+    def node_key(sender: str):  # only registered nodes may send updates, not aggregators
+        return registry.public_key(sender) if sender in registry.nodes else None
+
+    envelope = open_envelope(payload, max_bytes=limits.max_bytes, keys=node_key, expected_kind=Kind.UPDATE)
+    sender = envelope.sender
+    if sender != topic_node_id:
+        raise RejectedMessage(RejectReason.TOPIC_MISMATCH, f"{sender!r} published on {topic_node_id!r}'s topic")
+    member = registry.nodes[sender]
+    if member.region != region or envelope.region != region:
+        raise RejectedMessage(RejectReason.WRONG_REGION, f"{sender!r} belongs to region {member.region!r}")
+    if member.status is not NodeStatus.ACTIVE:
+        raise RejectedMessage(RejectReason.SUSPENDED_SENDER, f"{sender!r} is {member.status.value}")
+    if open_round is None:
+        raise RejectedMessage(RejectReason.NO_OPEN_ROUND, f"round {envelope.round_id} is not open here")
+    if envelope.round_id < open_round.round_id:
+        raise RejectedMessage(
+            RejectReason.STALE_ROUND, f"round {envelope.round_id}, open round is {open_round.round_id}"
+        )
+    if envelope.round_id > open_round.round_id:
+        raise RejectedMessage(
+            RejectReason.FUTURE_ROUND, f"round {envelope.round_id}, open round is {open_round.round_id}"
+        )
+    if envelope.base_version != open_round.base_version:
+        raise RejectedMessage(
+            RejectReason.WRONG_BASE_VERSION,
+            f"trained from v{envelope.base_version}, round {open_round.round_id} uses v{open_round.base_version}",
+        )
+    if not open_round.opened_at - limits.max_clock_skew_s <= envelope.created_at <= now + limits.max_clock_skew_s:
+        raise RejectedMessage(
+            RejectReason.STALE_TIMESTAMP, f"signed at {envelope.created_at:.0f}, outside the round's window"
+        )
+    if sender in counted:
+        raise RejectedMessage(RejectReason.DUPLICATE, f"{sender!r} already counted in round {open_round.round_id}")
+    return parse_update(envelope, shapes, max_samples=limits.max_samples)

@@ -1,0 +1,266 @@
+"""`nacelle simulate`: a whole fleet on one machine. Real mosquitto brokers (one per region,
+bridged to a cloud broker), a real InfluxDB, one real aggregator process per region, the real
+cloud core process, and every turbine an `EdgeNode` with its own MQTT client id, key, buffer and
+synthetic vibration. The turbines share one process and one training thread: that is the only
+shortcut, and nothing that crosses the wire changes because of it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import torch
+
+from broker import FleetBrokers, start_fleet_brokers
+from edge_node.config import EdgeConfig
+from edge_node.node import EdgeNode, cloud_keys
+from nacelle.config import BrokerEndpoint, build_config, write_config
+from nacelle.keys import aggregator_id, create_fleet, key_path, region_names, registry_path, split_turbines
+from nacelle.processes import ServiceError, start_process, stop_process
+from simulate.influxdb_server import start_influxdb
+from simulate.vibration import turbine_features, turbine_profile
+from wire.envelope import Kind, open_envelope
+from wire.registry import FleetRegistry
+from wire.signing import load_private_key
+from wire.topics import RegionTopics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SimulationSettings:
+    turbines: int = 200
+    regions: int = 2
+    nights: int = 2
+    workdir: Path = Path("runs/sim")
+    summary_json: Path | None = None
+    epochs: int = 2
+    windows_per_turbine: int = 256
+    seed: int = 0
+    influx_url: str | None = None
+    influx_database: str = "nacelle"
+    # Rounds close as soon as every node has reported; the deadline only bounds a stuck run.
+    regional_deadline_s: float = 600.0
+    night_gap_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.turbines < 1 or self.regions < 1 or self.nights < 1:
+            raise ValueError("turbines, regions and nights must be at least 1")
+        if self.turbines < self.regions:
+            raise ValueError(f"{self.turbines} turbines cannot fill {self.regions} regions")
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+async def _wait_online(endpoint: BrokerEndpoint, topic: str, registry: FleetRegistry, timeout_s: float) -> None:
+    """Wait for a daemon's retained, signed `online` status."""
+    async with asyncio.timeout(timeout_s), aiomqtt.Client(endpoint.host, endpoint.port) as client:
+        await client.subscribe(topic, qos=1)
+        async for message in client.messages:
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            envelope = open_envelope(payload, max_bytes=4096, keys=registry.public_key, expected_kind=Kind.STATUS)
+            if envelope.body.get("state") == "online":
+                return
+
+
+class Simulation:
+    def __init__(self, settings: SimulationSettings) -> None:
+        self.settings = settings
+        self.workdir = settings.workdir.resolve()
+        self.region_list = region_names(settings.regions)
+        self.daemons: list[Any] = []
+        self.stack = ExitStack()
+
+    def _daemon(self, name: str, args: list[str]) -> None:
+        process = start_process([sys.executable, "-m", "nacelle", *args], self.workdir / "logs" / f"{name}.log")
+        self.daemons.append(process)
+        self.stack.callback(stop_process, process)
+
+    def _configs(self, brokers: FleetBrokers, influx_url: str) -> tuple[dict[str, Path], Path]:
+        fleet = self.workdir / "fleet"
+        config_dir = self.workdir / "config"
+        region_configs = {}
+        for region in self.region_list:
+            broker = brokers.regions[region]
+            path = config_dir / f"region-{region}.toml"
+            write_config(path, {
+                "region": region,
+                "registry_path": str(registry_path(fleet)),
+                "private_key_path": str(key_path(fleet, aggregator_id(region))),
+                "state_dir": str(self.workdir / "state" / f"region-{region}"),
+                "broker": {"host": broker.host, "port": broker.port},
+            })
+            region_configs[region] = path
+        cloud_config = config_dir / "cloud.toml"
+        write_config(cloud_config, {
+            "registry_path": str(registry_path(fleet)),
+            "private_key_path": str(key_path(fleet, "cloud")),
+            "state_dir": str(self.workdir / "state" / "cloud"),
+            "broker": {"host": brokers.cloud.host, "port": brokers.cloud.port},
+            "schedule": {
+                "interval_s": self.settings.night_gap_s,
+                "regional_deadline_s": self.settings.regional_deadline_s,
+                "global_deadline_s": self.settings.regional_deadline_s + 60.0,
+            },
+            "training": {"epochs": self.settings.epochs},
+            "influx": {"url": influx_url, "database": self.settings.influx_database},
+        })
+        return region_configs, cloud_config
+
+    def _build_fleet(self, registry: FleetRegistry, brokers: FleetBrokers, executor: ThreadPoolExecutor) -> list[EdgeNode]:
+        fleet = self.workdir / "fleet"
+        trusted = cloud_keys(registry)
+        nodes = []
+        started = time.monotonic()
+        for index, member in enumerate(sorted(registry.nodes.values(), key=lambda m: m.member_id)):
+            broker = brokers.regions[member.region]
+            config = build_config(EdgeConfig, {
+                "node_id": member.member_id,
+                "region": member.region,
+                "broker": {"host": broker.host, "port": broker.port},
+                "registry_path": registry_path(fleet),
+                "private_key_path": key_path(fleet, member.member_id),
+                "data_dir": self.workdir / "nodes" / member.member_id,
+                "device": "cpu",
+            })
+            node = EdgeNode(config, signing_key=load_private_key(config.private_key_path), trusted=trusted,
+                            train_executor=executor)
+            profile = turbine_profile(self.settings.seed * 1_000_003 + index, self.region_list.index(member.region))
+            node.buffer.append(turbine_features(profile, self.settings.windows_per_turbine))
+            nodes.append(node)
+            if (index + 1) % max(1, len(registry.nodes) // 5) == 0:
+                _say(f"  fleet: {index + 1}/{len(registry.nodes)} turbines with data "
+                     f"({time.monotonic() - started:.1f}s)")
+        return nodes
+
+    async def run(self) -> dict[str, Any]:
+        settings = self.settings
+        wall_started = time.monotonic()
+        if self.workdir.exists():
+            shutil.rmtree(self.workdir)
+        self.workdir.mkdir(parents=True)
+        fleet = self.workdir / "fleet"
+        registry = create_fleet(fleet, split_turbines(settings.turbines, self.region_list))
+        _say(f"nacelle simulate: {settings.turbines} turbines in regions {', '.join(self.region_list)}, "
+             f"{settings.nights} nights; work directory {self.workdir}")
+        brokers = start_fleet_brokers(self.region_list, self.workdir / "brokers")
+        self.stack.callback(brokers.stop)
+        brokers.wait_for_bridges(timeout_s=20)
+        _say(f"  brokers: cloud :{brokers.cloud.port}, "
+             + ", ".join(f"{r} :{b.port}" for r, b in brokers.regions.items()))
+        influx_url = settings.influx_url
+        if influx_url is None:
+            influx = start_influxdb(self.workdir / "influxdb", database=settings.influx_database)
+            self.stack.callback(influx.stop)
+            influx_url = influx.url
+        _say(f"  influxdb: {influx_url} database {settings.influx_database}")
+        region_configs, cloud_config = self._configs(brokers, influx_url)
+        for region, path in region_configs.items():
+            self._daemon(f"region-{region}", ["region", "--config", str(path)])
+        for region in self.region_list:
+            broker = brokers.regions[region]
+            topic = RegionTopics(region).status(aggregator_id(region))
+            await _wait_online(BrokerEndpoint(host=broker.host, port=broker.port), topic, registry, 60)
+        _say(f"  aggregators online: {len(self.region_list)}")
+
+        torch.set_num_threads(1)  # the other core serves brokers and daemons
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet-training")
+        self.stack.callback(executor.shutdown, cancel_futures=True)
+        nodes = self._build_fleet(registry, brokers, executor)
+        node_tasks = [asyncio.create_task(node.session.run()) for node in nodes]
+        try:
+            await asyncio.wait_for(asyncio.gather(*(n.session.connected.wait() for n in nodes)), timeout=120)
+            _say(f"  turbines connected: {len(nodes)}")
+            self._daemon("cloud", ["cloud", "--config", str(cloud_config), "--rounds", str(settings.nights)])
+            records = await self._follow_rounds(nodes)
+        finally:
+            for task in node_tasks:
+                task.cancel()
+            await asyncio.gather(*node_tasks, return_exceptions=True)
+
+        summary = self._summary(records, influx_url, time.monotonic() - wall_started)
+        if settings.summary_json is not None:
+            settings.summary_json.parent.mkdir(parents=True, exist_ok=True)
+            settings.summary_json.write_text(json.dumps(summary, indent=2))
+            _say(f"summary: {settings.summary_json.resolve()}")
+        return summary
+
+    async def _follow_rounds(self, nodes: list[EdgeNode]) -> list[dict[str, Any]]:
+        round_log = self.workdir / "state" / "cloud" / "rounds.jsonl"
+        cloud = self.daemons[-1]
+        printed = 0
+        last_progress = 0.0
+        _say(f"\n{'round':>5} {'model':>6} {'accepted':>9} {'rejected':>9} {'bytes/update':>13} "
+             f"{'train loss':>11} {'seconds':>8}")
+        while True:
+            records = [json.loads(line) for line in round_log.read_text().splitlines()] if round_log.exists() else []
+            for record in records[printed:]:
+                _say(f"{record['round']:>5} {'v' + str(record['model_version']):>6} {record['updates_accepted']:>9} "
+                     f"{record['updates_rejected']:>9} {record['bytes_per_update_mean']:>13,.0f} "
+                     f"{record['train_loss_mean']:>11.4f} {record['seconds']:>8.1f}")
+            printed = len(records)
+            if cloud.poll() is not None:
+                if cloud.returncode != 0 or printed < self.settings.nights:
+                    raise ServiceError(
+                        f"cloud core exited with {cloud.returncode} after {printed} rounds; "
+                        f"see {self.workdir / 'logs' / 'cloud.log'}"
+                    )
+                return records
+            if time.monotonic() - last_progress > 5:
+                trained = sum(1 for n in nodes if n.state.last_trained_round > printed)
+                if 0 < trained < len(nodes):
+                    _say(f"  round {printed + 1}: {trained}/{len(nodes)} turbines trained and published")
+                last_progress = time.monotonic()
+            await asyncio.sleep(0.25)
+
+    def _summary(self, records: list[dict[str, Any]], influx_url: str, wall_s: float) -> dict[str, Any]:
+        settings = self.settings
+        rounds = [
+            {key: record[key] for key in (
+                "round", "model_version", "status", "updates_accepted", "updates_rejected",
+                "bytes_per_update_mean", "train_loss_mean", "seconds",
+            )}
+            for record in records
+        ]
+        ok = len(rounds) == settings.nights and all(r["status"] == "published" for r in rounds)
+        return {
+            "ok": ok,
+            "turbines": settings.turbines,
+            "regions": settings.regions,
+            "region_names": self.region_list,
+            "nights": settings.nights,
+            "rounds": rounds,
+            "influx": {
+                "url": influx_url,
+                "database": settings.influx_database,
+                "points_written": sum(record["points_written"] for record in records),
+            },
+            "workdir": str(self.workdir),
+            "wall_seconds": round(wall_s, 1),
+        }
+
+
+
+
+async def run_simulation(settings: SimulationSettings) -> dict[str, Any]:
+    """Run a simulation and stop every process it started, also on errors and Ctrl-C."""
+    # Thousands of turbines each logging every round would bury the table; warnings still show.
+    logging.getLogger("edge_node").setLevel(logging.WARNING)
+    simulation = Simulation(settings)
+    with simulation.stack:
+        summary = await simulation.run()
+    _say(f"\n{'OK' if summary['ok'] else 'FAILED'}: {len(summary['rounds'])} rounds in {summary['wall_seconds']}s, "
+         f"{summary['influx']['points_written']} points written to InfluxDB")
+    return summary

@@ -1,0 +1,146 @@
+"""The signed msgpack envelope every Nacelle message travels in (schema version 1).
+
+    {"v": 1, "kind": "update", "sender": "offshore-t00001", "region": "offshore",
+     "round": 7, "base": 6, "ts": 1763900000.25, "body": {...}, "sig": <64 bytes>}
+
+`sig` is an Ed25519 signature over the canonical bytes of every other field: msgpack with map
+keys sorted at every depth, binary as bin. Decoding allows only msgpack's own types (no ext
+types, no pickle) and checks size before parsing, then schema, then the signature; the caller
+checks round, region and body, which depend on its state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import msgpack
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from wire.errors import RejectedMessage, RejectReason
+
+SCHEMA_VERSION = 1
+
+
+class Kind(StrEnum):
+    ROUND = "round"
+    MODEL = "model"
+    UPDATE = "update"
+    PARTIAL = "partial"
+    STATUS = "status"
+    ALERT = "alert"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    kind: Kind
+    sender: str
+    region: str
+    round_id: int
+    base_version: int
+    created_at: float
+    body: dict[str, Any] = field(default_factory=dict)
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "v": SCHEMA_VERSION,
+            "kind": self.kind.value,
+            "sender": self.sender,
+            "region": self.region,
+            "round": self.round_id,
+            "base": self.base_version,
+            "ts": float(self.created_at),
+            "body": self.body,
+        }
+
+
+# (sender id) -> its public key, or None when the sender is not in the fleet registry.
+KeyLookup = Callable[[str], Ed25519PublicKey | None]
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list | tuple):
+        return [_sorted(item) for item in value]
+    return value
+
+
+def canonical_bytes(fields: dict[str, Any]) -> bytes:
+    return msgpack.packb(_sorted(fields), use_bin_type=True)
+
+
+def seal(envelope: Envelope, key: Ed25519PrivateKey) -> bytes:
+    """Sign and serialise `envelope`."""
+    fields = envelope._fields()
+    fields["sig"] = key.sign(canonical_bytes(fields))
+    return msgpack.packb(_sorted(fields), use_bin_type=True)
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack ext type {code} is not allowed")
+
+
+_HEADER_TYPES: dict[str, type | tuple[type, ...]] = {
+    "kind": str,
+    "sender": str,
+    "region": str,
+    "round": int,
+    "base": int,
+    "ts": (float, int),
+    "body": dict,
+    "sig": bytes,
+}
+
+
+def open_envelope(
+    data: bytes, *, max_bytes: int, keys: KeyLookup, expected_kind: Kind | None = None
+) -> Envelope:
+    """Parse and verify `data`; raises RejectedMessage with the reason on any failure."""
+    if len(data) > max_bytes:
+        raise RejectedMessage(RejectReason.OVERSIZED, f"{len(data)} bytes > limit {max_bytes}")
+    try:
+        fields = msgpack.unpackb(
+            data, raw=False, strict_map_key=True, ext_hook=_refuse_ext, use_list=True
+        )
+    except Exception as exc:  # msgpack raises many types for garbage; all mean the same here
+        raise RejectedMessage(RejectReason.MALFORMED, f"not msgpack: {exc}") from exc
+    if not isinstance(fields, dict):
+        raise RejectedMessage(RejectReason.MALFORMED, "top level is not a map")
+    if fields.get("v") != SCHEMA_VERSION:
+        raise RejectedMessage(
+            RejectReason.UNKNOWN_SCHEMA, f"schema version {fields.get('v')!r}, expected {SCHEMA_VERSION}"
+        )
+    for name, kind in _HEADER_TYPES.items():
+        value = fields.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise RejectedMessage(RejectReason.MALFORMED, f"field {name!r} missing or mistyped")
+    try:
+        message_kind = Kind(fields["kind"])
+    except ValueError as exc:
+        raise RejectedMessage(RejectReason.WRONG_KIND, f"unknown kind {fields['kind']!r}") from exc
+    if expected_kind is not None and message_kind is not expected_kind:
+        raise RejectedMessage(
+            RejectReason.WRONG_KIND, f"{message_kind.value} where {expected_kind.value} was expected"
+        )
+    sender = fields["sender"]
+    public_key = keys(sender)
+    if public_key is None:
+        raise RejectedMessage(RejectReason.UNKNOWN_SENDER, f"sender {sender!r} is not in the registry")
+    signature = fields.pop("sig")
+    try:
+        public_key.verify(signature, canonical_bytes(fields))
+    except InvalidSignature as exc:
+        raise RejectedMessage(RejectReason.BAD_SIGNATURE, f"signature of {sender!r} does not verify") from exc
+    return Envelope(
+        kind=message_kind,
+        sender=sender,
+        region=fields["region"],
+        round_id=fields["round"],
+        base_version=fields["base"],
+        created_at=float(fields["ts"]),
+        body=fields["body"],
+    )

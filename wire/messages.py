@@ -1,0 +1,203 @@
+"""Typed bodies of the v1 messages and their checks. Each `*_envelope` builds the envelope a
+sender seals; each `parse_*` turns a verified envelope back into a dataclass or raises
+RejectedMessage. Tensor payloads go through `wire.codec`; this module does no I/O.
+
+| kind    | envelope round / base          | body fields                                                |
+|---------|--------------------------------|------------------------------------------------------------|
+| round   | round id / model to train from | opened_at, regional_deadline, global_deadline, epochs,     |
+|         |                                | batch_size, learning_rate, codec                           |
+| model   | round that made it / parent    | version, weights (fp32-zstd tensors)                       |
+| update  | round / base version           | delta (tensors, codec of the round), num_samples,          |
+|         |                                | train_loss                                                 |
+| partial | round / base version           | weighted_sum (fp32-zstd), total_weight, expected,          |
+|         |                                | rejected {reason: count}, nodes [[id, samples, loss, bytes]]|
+| status  | 0 / model version the sender has | state ("online" / "offline")                             |
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from wire.codec import CODECS, Arrays, Codec, Shapes, decode_arrays, encode_arrays
+from wire.envelope import Envelope, Kind
+from wire.errors import RejectedMessage, RejectReason
+
+
+def _get(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = body.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise RejectedMessage(RejectReason.MALFORMED, f"body field {name!r} missing or mistyped")
+    return value
+
+
+def _finite(body: Mapping[str, Any], name: str, *, minimum: float = -math.inf) -> float:
+    value = float(_get(body, name, (int, float)))
+    if not math.isfinite(value):
+        raise RejectedMessage(RejectReason.NON_FINITE, f"body field {name!r} is {value}")
+    if value < minimum:
+        raise RejectedMessage(RejectReason.BAD_VALUE, f"body field {name!r} = {value} < {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class RoundAnnouncement:
+    round_id: int
+    base_version: int
+    opened_at: float
+    regional_deadline: float
+    global_deadline: float
+    epochs: int = 2
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    codec: Codec = "int8-zstd"
+
+
+def round_envelope(ann: RoundAnnouncement, sender: str) -> Envelope:
+    body = {
+        "opened_at": ann.opened_at,
+        "regional_deadline": ann.regional_deadline,
+        "global_deadline": ann.global_deadline,
+        "epochs": ann.epochs,
+        "batch_size": ann.batch_size,
+        "learning_rate": ann.learning_rate,
+        "codec": ann.codec,
+    }
+    return Envelope(Kind.ROUND, sender, "", ann.round_id, ann.base_version, ann.opened_at, body)
+
+
+def parse_round(env: Envelope) -> RoundAnnouncement:
+    body = env.body
+    codec = _get(body, "codec", str)
+    if codec not in CODECS:
+        raise RejectedMessage(RejectReason.BAD_VALUE, f"round announces unknown codec {codec!r}")
+    return RoundAnnouncement(
+        round_id=env.round_id,
+        base_version=env.base_version,
+        opened_at=_finite(body, "opened_at"),
+        regional_deadline=_finite(body, "regional_deadline"),
+        global_deadline=_finite(body, "global_deadline"),
+        epochs=int(_finite(body, "epochs", minimum=1)),
+        batch_size=int(_finite(body, "batch_size", minimum=1)),
+        learning_rate=_finite(body, "learning_rate", minimum=0.0),
+        codec=codec,
+    )
+
+
+@dataclass(frozen=True)
+class ModelRelease:
+    version: int
+    round_id: int
+    parent_version: int
+    weights: Arrays
+
+
+def model_envelope(release: ModelRelease, sender: str, created_at: float) -> Envelope:
+    body = {"version": release.version, "weights": encode_arrays(release.weights, "fp32-zstd")}
+    return Envelope(Kind.MODEL, sender, "", release.round_id, release.parent_version, created_at, body)
+
+
+def parse_model(env: Envelope, shapes: Shapes) -> ModelRelease:
+    version = _get(env.body, "version", int)
+    weights = decode_arrays(env.body.get("weights"), shapes)
+    return ModelRelease(version, env.round_id, env.base_version, weights)
+
+
+@dataclass(frozen=True)
+class NodeUpdate:
+    node_id: str
+    region: str
+    round_id: int
+    base_version: int
+    delta: Arrays
+    num_samples: int
+    train_loss: float
+
+
+def update_envelope(update: NodeUpdate, codec: Codec, created_at: float) -> Envelope:
+    body = {
+        "delta": encode_arrays(update.delta, codec),
+        "num_samples": update.num_samples,
+        "train_loss": update.train_loss,
+    }
+    return Envelope(
+        Kind.UPDATE, update.node_id, update.region, update.round_id, update.base_version, created_at, body
+    )
+
+
+def parse_update(env: Envelope, shapes: Shapes, *, max_samples: int) -> NodeUpdate:
+    num_samples = _get(env.body, "num_samples", int)
+    if not 0 < num_samples <= max_samples:
+        raise RejectedMessage(RejectReason.BAD_VALUE, f"num_samples {num_samples} outside 1..{max_samples}")
+    train_loss = _finite(env.body, "train_loss", minimum=0.0)
+    delta = decode_arrays(env.body.get("delta"), shapes)
+    return NodeUpdate(env.sender, env.region, env.round_id, env.base_version, delta, num_samples, train_loss)
+
+
+@dataclass(frozen=True)
+class NodeSummary:
+    """What the cloud learns about each node that contributed (for per-node metrics)."""
+
+    node_id: str
+    num_samples: int
+    train_loss: float
+    update_bytes: int
+
+
+@dataclass(frozen=True)
+class RegionalPartial:
+    region: str
+    round_id: int
+    base_version: int
+    weighted_sum: Arrays
+    total_weight: float
+    expected: int
+    rejected: dict[str, int] = field(default_factory=dict)
+    nodes: tuple[NodeSummary, ...] = ()
+
+    @property
+    def accepted(self) -> int:
+        return len(self.nodes)
+
+
+def partial_envelope(partial: RegionalPartial, sender: str, created_at: float) -> Envelope:
+    body = {
+        "weighted_sum": encode_arrays(partial.weighted_sum, "fp32-zstd"),
+        "total_weight": partial.total_weight,
+        "expected": partial.expected,
+        "rejected": dict(partial.rejected),
+        "nodes": [[n.node_id, n.num_samples, n.train_loss, n.update_bytes] for n in partial.nodes],
+    }
+    return Envelope(
+        Kind.PARTIAL, sender, partial.region, partial.round_id, partial.base_version, created_at, body
+    )
+
+
+def parse_partial(env: Envelope, shapes: Shapes) -> RegionalPartial:
+    body = env.body
+    rejected = _get(body, "rejected", dict)
+    if not all(isinstance(k, str) and isinstance(v, int) for k, v in rejected.items()):
+        raise RejectedMessage(RejectReason.MALFORMED, "body field 'rejected' must map reason → count")
+    try:
+        nodes = tuple(
+            NodeSummary(str(node_id), int(samples), float(loss), int(size))
+            for node_id, samples, loss, size in _get(body, "nodes", list)
+        )
+    except (TypeError, ValueError) as exc:
+        raise RejectedMessage(RejectReason.MALFORMED, f"body field 'nodes': {exc}") from exc
+    return RegionalPartial(
+        region=env.region,
+        round_id=env.round_id,
+        base_version=env.base_version,
+        weighted_sum=decode_arrays(body.get("weighted_sum"), shapes),
+        total_weight=_finite(body, "total_weight", minimum=0.0),
+        expected=_get(body, "expected", int),
+        rejected=rejected,
+        nodes=nodes,
+    )
+
+
+def status_envelope(sender: str, region: str, state: str, model_version: int, created_at: float) -> Envelope:
+    return Envelope(Kind.STATUS, sender, region, 0, model_version, created_at, {"state": state})
