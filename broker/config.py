@@ -102,8 +102,7 @@ class BridgeSettings:
             raise ValueError(f"keepalive_interval_s must be >= 5, got {self.keepalive_interval_s}")
         if not 1 <= self.restart_base_s <= self.restart_cap_s:
             raise ValueError(
-                f"restart_base_s must be >= 1 and <= restart_cap_s, got "
-                f"{self.restart_base_s} and {self.restart_cap_s}"
+                f"restart_base_s must be >= 1 and <= restart_cap_s, got {self.restart_base_s} and {self.restart_cap_s}"
             )
 
     @property

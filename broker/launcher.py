@@ -211,12 +211,8 @@ class FleetBrokers:
             deadline = time.monotonic() + timeout_s
             while missing := sorted(set(self.regions) - arrived):
                 if time.monotonic() > deadline:
-                    tails = "\n".join(
-                        f"--- {r}:\n{log_tail(self.regions[r].log_path, 5)}" for r in missing
-                    )
-                    raise ServiceError(
-                        f"bridges of {missing} not up after {timeout_s:.0f}s\n{tails}"
-                    )
+                    tails = "\n".join(f"--- {r}:\n{log_tail(self.regions[r].log_path, 5)}" for r in missing)
+                    raise ServiceError(f"bridges of {missing} not up after {timeout_s:.0f}s\n{tails}")
                 publisher.publish(topic, b"", qos=0)
                 time.sleep(0.1)
         finally:

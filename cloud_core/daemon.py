@@ -7,6 +7,7 @@ so a restart mid-round resumes the same round instead of losing what the regions
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -20,12 +21,18 @@ from cloud_core.config import CloudConfig
 from cloud_core.metrics import round_points
 from cloud_core.model_store import ModelStore, ModelVersion, weights_digest
 from cloud_core.rounds import CloudRound, RoundRecord, round_record
-from learning.model import AutoencoderShape, Weights, initial_weights, weight_shapes
+from learning.model import AutoencoderShape, initial_weights, weight_shapes
 from nacelle.mqtt import MqttSession, SessionSpec
-from telemetry import InfluxV1Writer, MetricsWriter, MetricsWriteError
+from telemetry import InfluxV1Writer, MetricsWriteError, MetricsWriter
 from wire.envelope import Kind, open_envelope, seal
 from wire.errors import RejectedMessage, RejectReason
-from wire.messages import ModelRelease, RoundAnnouncement, model_envelope, parse_partial, round_envelope
+from wire.messages import (
+    ModelRelease,
+    RoundAnnouncement,
+    model_envelope,
+    parse_partial,
+    round_envelope,
+)
 from wire.registry import FleetRegistry
 from wire.signing import load_private_key
 from wire.topics import MODEL_TOPIC, PARTIAL_FILTER, ROUND_TOPIC, region_of_partial_topic
@@ -61,7 +68,10 @@ class CloudCore:
         latest = self.store.latest(list(self._shapes))
         if latest is None:
             weights = initial_weights(self.shape, config.model.init_seed)
-            latest = (ModelVersion(0, 0, -1, clock(), weights_digest(weights), {"origin": "init"}), weights)
+            latest = (
+                ModelVersion(0, 0, -1, clock(), weights_digest(weights), {"origin": "init"}),
+                weights,
+            )
             self.store.save(*latest)
         self.model, self.weights = latest
         self.round: CloudRound | None = None
@@ -76,7 +86,12 @@ class CloudCore:
     @classmethod
     def from_config(cls, config: CloudConfig) -> CloudCore:
         metrics = InfluxV1Writer(config.influx.url, config.influx.database) if config.influx.url else None
-        return cls(config, FleetRegistry.load(config.registry_path), load_private_key(config.private_key_path), metrics=metrics)
+        return cls(
+            config,
+            FleetRegistry.load(config.registry_path),
+            load_private_key(config.private_key_path),
+            metrics=metrics,
+        )
 
     @property
     def cloud_id(self) -> str:
@@ -101,7 +116,9 @@ class CloudCore:
             await self._publish_round(self.round.announcement)
 
     async def _publish_round(self, announcement: RoundAnnouncement) -> None:
-        await self.session.publish(ROUND_TOPIC, seal(round_envelope(announcement, self.cloud_id), self._key), retain=True)
+        await self.session.publish(
+            ROUND_TOPIC, seal(round_envelope(announcement, self.cloud_id), self._key), retain=True
+        )
 
     # -- partials ---------------------------------------------------------------------------
 
@@ -125,7 +142,10 @@ class CloudCore:
             return self.registry.public_key(sender) if aggregator and sender == aggregator.member_id else None
 
         envelope = open_envelope(
-            payload, max_bytes=self.config.max_partial_bytes, keys=aggregator_key, expected_kind=Kind.PARTIAL
+            payload,
+            max_bytes=self.config.max_partial_bytes,
+            keys=aggregator_key,
+            expected_kind=Kind.PARTIAL,
         )
         if envelope.region != topic_region:
             raise RejectedMessage(RejectReason.TOPIC_MISMATCH, f"partial of {envelope.region!r} on {topic_region!r}")
@@ -135,7 +155,11 @@ class CloudCore:
         self.round.add(partial)
         log.info(
             "cloud got region %s's partial for round %d: %d/%d nodes, weight %.0f",
-            partial.region, partial.round_id, partial.accepted, partial.expected, partial.total_weight,
+            partial.region,
+            partial.round_id,
+            partial.accepted,
+            partial.expected,
+            partial.total_weight,
         )
 
     # -- rounds -----------------------------------------------------------------------------
@@ -151,7 +175,11 @@ class CloudCore:
                 self._accept_partial(path.read_bytes(), path.stem)
             except RejectedMessage as exc:
                 log.warning("cloud dropped stored partial %s: %s", path.name, exc)
-        log.info("cloud resumed round %d with %d partials", cloud_round.round_id, len(cloud_round.partials))
+        log.info(
+            "cloud resumed round %d with %d partials",
+            cloud_round.round_id,
+            len(cloud_round.partials),
+        )
         return cloud_round
 
     def _open_round(self) -> CloudRound:
@@ -183,19 +211,22 @@ class CloudCore:
         await self._publish_round(announcement)
         log.info(
             "cloud opened round %d from model v%d for regions %s",
-            announcement.round_id, announcement.base_version, ", ".join(sorted(self.regions)),
+            announcement.round_id,
+            announcement.base_version,
+            ", ".join(sorted(self.regions)),
         )
         while not cloud_round.complete():
             remaining = announcement.global_deadline - self._clock()
             if remaining <= 0:
-                log.warning("cloud: round %d hit its global deadline; missing %s", cloud_round.round_id,
-                            sorted(self.regions - set(cloud_round.partials)))
+                log.warning(
+                    "cloud: round %d hit its global deadline; missing %s",
+                    cloud_round.round_id,
+                    sorted(self.regions - set(cloud_round.partials)),
+                )
                 break
             self._round_changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._round_changed.wait(), timeout=min(remaining, 5.0))
-            except TimeoutError:
-                pass
         return await self._finish(cloud_round)
 
     async def _finish(self, cloud_round: CloudRound) -> RoundRecord:
@@ -206,9 +237,17 @@ class CloudCore:
         record = round_record(cloud_round, version, new_weights is not None, now, self.partials_refused)
         if new_weights is not None:
             self.model = ModelVersion(
-                version, cloud_round.round_id, parent.version, now, weights_digest(new_weights),
-                {"codec": cloud_round.announcement.codec, "regions": record.regions,
-                 "updates_accepted": record.updates_accepted, "train_loss_mean": record.train_loss_mean},
+                version,
+                cloud_round.round_id,
+                parent.version,
+                now,
+                weights_digest(new_weights),
+                {
+                    "codec": cloud_round.announcement.codec,
+                    "regions": record.regions,
+                    "updates_accepted": record.updates_accepted,
+                    "train_loss_mean": record.train_loss_mean,
+                },
             )
             self.weights = new_weights
             self.store.save(self.model, new_weights)
@@ -222,8 +261,12 @@ class CloudCore:
         self.partials_refused = 0
         log.info(
             "cloud closed round %d: %s v%d, %d updates accepted, %d refused, %.1fs",
-            record.round, record.status, record.model_version, record.updates_accepted,
-            record.updates_rejected, record.seconds,
+            record.round,
+            record.status,
+            record.model_version,
+            record.updates_accepted,
+            record.updates_rejected,
+            record.seconds,
         )
         return record
 

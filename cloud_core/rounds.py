@@ -71,7 +71,11 @@ class RoundRecord:
 
 
 def round_record(
-    cloud_round: CloudRound, model_version: int, published: bool, closed_at: float, partials_refused: int
+    cloud_round: CloudRound,
+    model_version: int,
+    published: bool,
+    closed_at: float,
+    partials_refused: int,
 ) -> RoundRecord:
     nodes = [n for p in cloud_round.partials.values() for n in p.nodes]
     samples = sum(n.num_samples for n in nodes)

@@ -21,7 +21,7 @@ from edge_node.state import NodeState, NodeStateStore
 from learning.model import AutoencoderShape, Weights, weight_shapes
 from learning.training import TrainingConfig, resolve_device, train_local
 from nacelle.mqtt import MqttSession, SessionSpec
-from wire.envelope import Kind, KeyLookup, open_envelope, seal
+from wire.envelope import KeyLookup, Kind, open_envelope, seal
 from wire.errors import RejectedMessage
 from wire.messages import (
     NodeUpdate,
@@ -109,11 +109,19 @@ class EdgeNode:
     @classmethod
     def from_config(cls, config: EdgeConfig) -> EdgeNode:
         registry = FleetRegistry.load(config.registry_path)
-        return cls(config, signing_key=load_private_key(config.private_key_path), trusted=cloud_keys(registry))
+        return cls(
+            config,
+            signing_key=load_private_key(config.private_key_path),
+            trusted=cloud_keys(registry),
+        )
 
     async def _on_connect(self) -> None:
         status = status_envelope(
-            self.config.node_id, self.config.region, "online", self.state.model_version, self._clock()
+            self.config.node_id,
+            self.config.region,
+            "online",
+            self.state.model_version,
+            self._clock(),
         )
         await self.session.publish(self.topics.status(self.config.node_id), seal(status, self._key), retain=True)
 
@@ -125,7 +133,10 @@ class EdgeNode:
                 self._accept_model(payload)
             elif topic == ROUND_TOPIC:
                 envelope = open_envelope(
-                    payload, max_bytes=self.config.max_message_bytes, keys=self._trusted, expected_kind=Kind.ROUND
+                    payload,
+                    max_bytes=self.config.max_message_bytes,
+                    keys=self._trusted,
+                    expected_kind=Kind.ROUND,
                 )
                 self._round = parse_round(envelope)
         except RejectedMessage as exc:
@@ -136,7 +147,10 @@ class EdgeNode:
 
     def _accept_model(self, payload: bytes) -> None:
         envelope = open_envelope(
-            payload, max_bytes=self.config.max_message_bytes, keys=self._trusted, expected_kind=Kind.MODEL
+            payload,
+            max_bytes=self.config.max_message_bytes,
+            keys=self._trusted,
+            expected_kind=Kind.MODEL,
         )
         release = parse_model(envelope, self._shapes)
         if release.version <= self.state.model_version:
@@ -152,11 +166,14 @@ class EdgeNode:
         if announcement is None or self.weights is None:
             return
         windows = self.buffer.windows()
-        decision = training_decision(
-            announcement, self.state, len(windows), self.config.min_windows, self._clock()
-        )
+        decision = training_decision(announcement, self.state, len(windows), self.config.min_windows, self._clock())
         if not decision.train:
-            log.debug("node %s skips round %d: %s", self.config.node_id, announcement.round_id, decision.reason)
+            log.debug(
+                "node %s skips round %d: %s",
+                self.config.node_id,
+                announcement.round_id,
+                decision.reason,
+            )
             return
         base: Weights = self.weights
         plan = TrainingConfig(announcement.epochs, announcement.batch_size, announcement.learning_rate)
@@ -184,5 +201,9 @@ class EdgeNode:
         self.last_update_bytes = len(payload)
         log.info(
             "node %s published round %d update: %d samples, loss %.4f, %d bytes",
-            self.config.node_id, announcement.round_id, result.num_samples, result.train_loss, len(payload),
+            self.config.node_id,
+            announcement.round_id,
+            result.num_samples,
+            result.train_loss,
+            len(payload),
         )

@@ -55,9 +55,7 @@ def merge_partials(partials: Iterable[Partial]) -> Weights:
     names = list(partials[0].weighted_sum)
     total_weight = sum(p.total_weight for p in partials)
     return {
-        name: (sum(np.asarray(p.weighted_sum[name], np.float64) for p in partials) / total_weight).astype(
-            np.float32
-        )
+        name: (sum(np.asarray(p.weighted_sum[name], np.float64) for p in partials) / total_weight).astype(np.float32)
         for name in names
     }
 

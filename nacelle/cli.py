@@ -169,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--windows", type=int, default=256, help="feature windows per turbine (default 256)")
     sim.add_argument("--seed", type=int, default=0, help="seed of the synthetic fleet (default 0)")
     sim.add_argument(
-        "--workdir", type=Path, default=Path("runs/sim"),
+        "--workdir",
+        type=Path,
+        default=Path("runs/sim"),
         help="where keys, configs, logs and state go; emptied first (default runs/sim)",
     )
     sim.add_argument("--summary-json", type=Path, default=None, help="write the run's summary here")

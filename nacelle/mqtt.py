@@ -102,7 +102,11 @@ class MqttSession:
                 attempt += 1
                 log.warning(
                     "%s: broker %s:%d: %s; retrying in %.1fs",
-                    self.spec.client_id, self.spec.endpoint.host, self.spec.endpoint.port, exc, delay,
+                    self.spec.client_id,
+                    self.spec.endpoint.host,
+                    self.spec.endpoint.port,
+                    exc,
+                    delay,
                 )
                 await asyncio.sleep(delay)
             finally:

@@ -4,6 +4,8 @@ does that on real hosts."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -14,6 +16,7 @@ from pathlib import Path
 
 # Debian installs mosquitto into /usr/sbin, which is not on a normal user's PATH.
 _SYSTEM_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+_PR_SET_PDEATHSIG = 1
 
 
 class ServiceError(RuntimeError):
@@ -59,8 +62,7 @@ def wait_for_tcp(
         if process is not None and process.poll() is not None:
             tail = log_tail(log_path) if log_path else ""
             raise ServiceError(
-                f"process {process.args!r} exited with {process.returncode} before listening "
-                f"on {host}:{port}\n{tail}"
+                f"process {process.args!r} exited with {process.returncode} before listening on {host}:{port}\n{tail}"
             )
         try:
             with socket.create_connection((host, port), timeout=0.5):
@@ -70,8 +72,16 @@ def wait_for_tcp(
     raise ServiceError(f"nothing listening on {host}:{port} after {timeout_s:.0f}s")
 
 
+def _terminate_with_parent() -> None:
+    """In the child: ask Linux for SIGTERM when the parent dies, even by SIGKILL, so that a
+    killed simulation or test run never leaves brokers and databases behind."""
+    with contextlib.suppress(OSError):  # not glibc Linux: the normal stop paths still apply
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start_process(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start `args` in its own process group with stdout and stderr appended to `log_path`."""
+    """Start `args` in its own process group (a Ctrl-C in the terminal reaches only us, and we
+    stop it in order) with stdout and stderr appended to `log_path`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(
@@ -81,6 +91,7 @@ def start_process(args: list[str], log_path: Path, env: dict[str, str] | None = 
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,
+            preexec_fn=_terminate_with_parent,
         )
 
 

@@ -76,7 +76,11 @@ class RegionalAggregator:
 
     @classmethod
     def from_config(cls, config: RegionConfig) -> RegionalAggregator:
-        return cls(config, FleetRegistry.load(config.registry_path), load_private_key(config.private_key_path))
+        return cls(
+            config,
+            FleetRegistry.load(config.registry_path),
+            load_private_key(config.private_key_path),
+        )
 
     async def _on_connect(self) -> None:
         online = status_envelope(self.aggregator_id, self.config.region, "online", -1, self._clock())
@@ -107,7 +111,7 @@ class RegionalAggregator:
         if announcement.round_id <= current:
             return  # the retained announcement of a round we already handled
         if self.round is not None:
-            await self._close("superseded by round %d" % announcement.round_id)
+            await self._close(f"superseded by round {announcement.round_id}")
         expected = frozenset(
             n.member_id for n in self.registry.nodes_in(self.config.region) if n.status is NodeStatus.ACTIVE
         )
@@ -116,7 +120,10 @@ class RegionalAggregator:
         self._unassigned_rejections.clear()
         log.info(
             "region %s opened round %d (base v%d, %d nodes expected, deadline in %.0fs)",
-            self.config.region, announcement.round_id, announcement.base_version, len(expected),
+            self.config.region,
+            announcement.round_id,
+            announcement.base_version,
+            len(expected),
             announcement.regional_deadline - self._clock(),
         )
         self._deadline_task = asyncio.create_task(self._close_at_deadline(self.round))
@@ -176,6 +183,12 @@ class RegionalAggregator:
         self.partials_published += 1
         log.info(
             "region %s closed round %d (%s): %d/%d nodes, %d refused, weight %.0f, partial %d bytes",
-            self.config.region, closing.round_id, why, partial.accepted, partial.expected,
-            sum(partial.rejected.values()), partial.total_weight, len(payload),
+            self.config.region,
+            closing.round_id,
+            why,
+            partial.accepted,
+            partial.expected,
+            sum(partial.rejected.values()),
+            partial.total_weight,
+            len(payload),
         )

@@ -22,7 +22,9 @@ class RegionalRound:
     rejected: Counter[str] = field(default_factory=Counter)
 
     @classmethod
-    def open(cls, region: str, announcement: RoundAnnouncement, expected: frozenset[str], shapes: Shapes) -> RegionalRound:
+    def open(
+        cls, region: str, announcement: RoundAnnouncement, expected: frozenset[str], shapes: Shapes
+    ) -> RegionalRound:
         return cls(region, announcement, expected, WeightedSum(shapes))
 
     @property

@@ -48,11 +48,13 @@ def validate_update(
         raise RejectedMessage(RejectReason.NO_OPEN_ROUND, f"round {envelope.round_id} is not open here")
     if envelope.round_id < open_round.round_id:
         raise RejectedMessage(
-            RejectReason.STALE_ROUND, f"round {envelope.round_id}, open round is {open_round.round_id}"
+            RejectReason.STALE_ROUND,
+            f"round {envelope.round_id}, open round is {open_round.round_id}",
         )
     if envelope.round_id > open_round.round_id:
         raise RejectedMessage(
-            RejectReason.FUTURE_ROUND, f"round {envelope.round_id}, open round is {open_round.round_id}"
+            RejectReason.FUTURE_ROUND,
+            f"round {envelope.round_id}, open round is {open_round.round_id}",
         )
     if envelope.base_version != open_round.base_version:
         raise RejectedMessage(
@@ -61,7 +63,8 @@ def validate_update(
         )
     if not open_round.opened_at - limits.max_clock_skew_s <= envelope.created_at <= now + limits.max_clock_skew_s:
         raise RejectedMessage(
-            RejectReason.STALE_TIMESTAMP, f"signed at {envelope.created_at:.0f}, outside the round's window"
+            RejectReason.STALE_TIMESTAMP,
+            f"signed at {envelope.created_at:.0f}, outside the round's window",
         )
     if sender in counted:
         raise RejectedMessage(RejectReason.DUPLICATE, f"{sender!r} already counted in round {open_round.round_id}")

@@ -114,9 +114,7 @@ class RunningInfluxDB:
     def restart(self) -> None:
         """Stop and start again on the same port with the same data."""
         self.stop()
-        self.process, self.start_s = _launch(
-            self.config_path, self.log_path, self.url, self.timeout_s
-        )
+        self.process, self.start_s = _launch(self.config_path, self.log_path, self.url, self.timeout_s)
 
     def __enter__(self) -> RunningInfluxDB:
         return self
@@ -130,9 +128,7 @@ class RunningInfluxDB:
         self.stop()
 
 
-def _launch(
-    config_path: Path, log_path: Path, url: str, timeout_s: float
-) -> tuple[subprocess.Popen[bytes], float]:
+def _launch(config_path: Path, log_path: Path, url: str, timeout_s: float) -> tuple[subprocess.Popen[bytes], float]:
     """Start influxd and wait until /ping answers 204; returns the process and seconds taken."""
     binary = find_executable("influxd", "influxdb")
     # INFLUXDB_* variables override the config file, so one left in the environment could move
@@ -145,8 +141,7 @@ def _launch(
         while True:
             if process.poll() is not None:
                 raise ServiceError(
-                    f"influxd exited with {process.returncode} before answering {url}/ping\n"
-                    f"{log_tail(log_path)}"
+                    f"influxd exited with {process.returncode} before answering {url}/ping\n{log_tail(log_path)}"
                 )
             try:
                 if client.get(f"{url}/ping").status_code == 204:
@@ -155,10 +150,7 @@ def _launch(
                 pass
             if time.monotonic() > deadline:
                 stop_process(process)
-                raise ServiceError(
-                    f"influxd did not answer {url}/ping within {timeout_s:.0f}s\n"
-                    f"{log_tail(log_path)}"
-                )
+                raise ServiceError(f"influxd did not answer {url}/ping within {timeout_s:.0f}s\n{log_tail(log_path)}")
             time.sleep(0.05)
 
 

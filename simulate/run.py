@@ -25,7 +25,14 @@ from broker import FleetBrokers, start_fleet_brokers
 from edge_node.config import EdgeConfig
 from edge_node.node import EdgeNode, cloud_keys
 from nacelle.config import BrokerEndpoint, build_config, write_config
-from nacelle.keys import aggregator_id, create_fleet, key_path, region_names, registry_path, split_turbines
+from nacelle.keys import (
+    aggregator_id,
+    create_fleet,
+    key_path,
+    region_names,
+    registry_path,
+    split_turbines,
+)
 from nacelle.processes import ServiceError, start_process, stop_process
 from simulate.influxdb_server import start_influxdb
 from simulate.vibration import turbine_features, turbine_profile
@@ -95,54 +102,70 @@ class Simulation:
         for region in self.region_list:
             broker = brokers.regions[region]
             path = config_dir / f"region-{region}.toml"
-            write_config(path, {
-                "region": region,
-                "registry_path": str(registry_path(fleet)),
-                "private_key_path": str(key_path(fleet, aggregator_id(region))),
-                "state_dir": str(self.workdir / "state" / f"region-{region}"),
-                "broker": {"host": broker.host, "port": broker.port},
-            })
+            write_config(
+                path,
+                {
+                    "region": region,
+                    "registry_path": str(registry_path(fleet)),
+                    "private_key_path": str(key_path(fleet, aggregator_id(region))),
+                    "state_dir": str(self.workdir / "state" / f"region-{region}"),
+                    "broker": {"host": broker.host, "port": broker.port},
+                },
+            )
             region_configs[region] = path
         cloud_config = config_dir / "cloud.toml"
-        write_config(cloud_config, {
-            "registry_path": str(registry_path(fleet)),
-            "private_key_path": str(key_path(fleet, "cloud")),
-            "state_dir": str(self.workdir / "state" / "cloud"),
-            "broker": {"host": brokers.cloud.host, "port": brokers.cloud.port},
-            "schedule": {
-                "interval_s": self.settings.night_gap_s,
-                "regional_deadline_s": self.settings.regional_deadline_s,
-                "global_deadline_s": self.settings.regional_deadline_s + 60.0,
+        write_config(
+            cloud_config,
+            {
+                "registry_path": str(registry_path(fleet)),
+                "private_key_path": str(key_path(fleet, "cloud")),
+                "state_dir": str(self.workdir / "state" / "cloud"),
+                "broker": {"host": brokers.cloud.host, "port": brokers.cloud.port},
+                "schedule": {
+                    "interval_s": self.settings.night_gap_s,
+                    "regional_deadline_s": self.settings.regional_deadline_s,
+                    "global_deadline_s": self.settings.regional_deadline_s + 60.0,
+                },
+                "training": {"epochs": self.settings.epochs},
+                "influx": {"url": influx_url, "database": self.settings.influx_database},
             },
-            "training": {"epochs": self.settings.epochs},
-            "influx": {"url": influx_url, "database": self.settings.influx_database},
-        })
+        )
         return region_configs, cloud_config
 
-    def _build_fleet(self, registry: FleetRegistry, brokers: FleetBrokers, executor: ThreadPoolExecutor) -> list[EdgeNode]:
+    def _build_fleet(
+        self, registry: FleetRegistry, brokers: FleetBrokers, executor: ThreadPoolExecutor
+    ) -> list[EdgeNode]:
         fleet = self.workdir / "fleet"
         trusted = cloud_keys(registry)
         nodes = []
         started = time.monotonic()
         for index, member in enumerate(sorted(registry.nodes.values(), key=lambda m: m.member_id)):
             broker = brokers.regions[member.region]
-            config = build_config(EdgeConfig, {
-                "node_id": member.member_id,
-                "region": member.region,
-                "broker": {"host": broker.host, "port": broker.port},
-                "registry_path": registry_path(fleet),
-                "private_key_path": key_path(fleet, member.member_id),
-                "data_dir": self.workdir / "nodes" / member.member_id,
-                "device": "cpu",
-            })
-            node = EdgeNode(config, signing_key=load_private_key(config.private_key_path), trusted=trusted,
-                            train_executor=executor)
+            config = build_config(
+                EdgeConfig,
+                {
+                    "node_id": member.member_id,
+                    "region": member.region,
+                    "broker": {"host": broker.host, "port": broker.port},
+                    "registry_path": registry_path(fleet),
+                    "private_key_path": key_path(fleet, member.member_id),
+                    "data_dir": self.workdir / "nodes" / member.member_id,
+                    "device": "cpu",
+                },
+            )
+            node = EdgeNode(
+                config,
+                signing_key=load_private_key(config.private_key_path),
+                trusted=trusted,
+                train_executor=executor,
+            )
             profile = turbine_profile(self.settings.seed * 1_000_003 + index, self.region_list.index(member.region))
             node.buffer.append(turbine_features(profile, self.settings.windows_per_turbine))
             nodes.append(node)
             if (index + 1) % max(1, len(registry.nodes) // 5) == 0:
-                _say(f"  fleet: {index + 1}/{len(registry.nodes)} turbines with data "
-                     f"({time.monotonic() - started:.1f}s)")
+                _say(
+                    f"  fleet: {index + 1}/{len(registry.nodes)} turbines with data ({time.monotonic() - started:.1f}s)"
+                )
         return nodes
 
     async def run(self) -> dict[str, Any]:
@@ -153,13 +176,17 @@ class Simulation:
         self.workdir.mkdir(parents=True)
         fleet = self.workdir / "fleet"
         registry = create_fleet(fleet, split_turbines(settings.turbines, self.region_list))
-        _say(f"nacelle simulate: {settings.turbines} turbines in regions {', '.join(self.region_list)}, "
-             f"{settings.nights} nights; work directory {self.workdir}")
+        _say(
+            f"nacelle simulate: {settings.turbines} turbines in regions {', '.join(self.region_list)}, "
+            f"{settings.nights} nights; work directory {self.workdir}"
+        )
         brokers = start_fleet_brokers(self.region_list, self.workdir / "brokers")
         self.stack.callback(brokers.stop)
         brokers.wait_for_bridges(timeout_s=20)
-        _say(f"  brokers: cloud :{brokers.cloud.port}, "
-             + ", ".join(f"{r} :{b.port}" for r, b in brokers.regions.items()))
+        _say(
+            f"  brokers: cloud :{brokers.cloud.port}, "
+            + ", ".join(f"{r} :{b.port}" for r, b in brokers.regions.items())
+        )
         influx_url = settings.influx_url
         if influx_url is None:
             influx = start_influxdb(self.workdir / "influxdb", database=settings.influx_database)
@@ -202,14 +229,18 @@ class Simulation:
         cloud = self.daemons[-1]
         printed = 0
         last_progress = 0.0
-        _say(f"\n{'round':>5} {'model':>6} {'accepted':>9} {'rejected':>9} {'bytes/update':>13} "
-             f"{'train loss':>11} {'seconds':>8}")
+        _say(
+            f"\n{'round':>5} {'model':>6} {'accepted':>9} {'rejected':>9} {'bytes/update':>13} "
+            f"{'train loss':>11} {'seconds':>8}"
+        )
         while True:
             records = [json.loads(line) for line in round_log.read_text().splitlines()] if round_log.exists() else []
             for record in records[printed:]:
-                _say(f"{record['round']:>5} {'v' + str(record['model_version']):>6} {record['updates_accepted']:>9} "
-                     f"{record['updates_rejected']:>9} {record['bytes_per_update_mean']:>13,.0f} "
-                     f"{record['train_loss_mean']:>11.4f} {record['seconds']:>8.1f}")
+                _say(
+                    f"{record['round']:>5} {'v' + str(record['model_version']):>6} {record['updates_accepted']:>9} "
+                    f"{record['updates_rejected']:>9} {record['bytes_per_update_mean']:>13,.0f} "
+                    f"{record['train_loss_mean']:>11.4f} {record['seconds']:>8.1f}"
+                )
             printed = len(records)
             if cloud.poll() is not None:
                 if cloud.returncode != 0 or printed < self.settings.nights:
@@ -228,10 +259,19 @@ class Simulation:
     def _summary(self, records: list[dict[str, Any]], influx_url: str, wall_s: float) -> dict[str, Any]:
         settings = self.settings
         rounds = [
-            {key: record[key] for key in (
-                "round", "model_version", "status", "updates_accepted", "updates_rejected",
-                "bytes_per_update_mean", "train_loss_mean", "seconds",
-            )}
+            {
+                key: record[key]
+                for key in (
+                    "round",
+                    "model_version",
+                    "status",
+                    "updates_accepted",
+                    "updates_rejected",
+                    "bytes_per_update_mean",
+                    "train_loss_mean",
+                    "seconds",
+                )
+            }
             for record in records
         ]
         ok = len(rounds) == settings.nights and all(r["status"] == "published" for r in rounds)
@@ -252,8 +292,6 @@ class Simulation:
         }
 
 
-
-
 async def run_simulation(settings: SimulationSettings) -> dict[str, Any]:
     """Run a simulation and stop every process it started, also on errors and Ctrl-C."""
     # Thousands of turbines each logging every round would bury the table; warnings still show.
@@ -261,6 +299,8 @@ async def run_simulation(settings: SimulationSettings) -> dict[str, Any]:
     simulation = Simulation(settings)
     with simulation.stack:
         summary = await simulation.run()
-    _say(f"\n{'OK' if summary['ok'] else 'FAILED'}: {len(summary['rounds'])} rounds in {summary['wall_seconds']}s, "
-         f"{summary['influx']['points_written']} points written to InfluxDB")
+    _say(
+        f"\n{'OK' if summary['ok'] else 'FAILED'}: {len(summary['rounds'])} rounds in {summary['wall_seconds']}s, "
+        f"{summary['influx']['points_written']} points written to InfluxDB"
+    )
     return summary

@@ -132,9 +132,7 @@ class InfluxV1Writer:
             if not line:
                 # influxdb_client renders a point without fields as "", which InfluxDB would
                 # answer with 204 and silently store nothing.
-                raise MetricsWriteError(
-                    f"point {point!r} has no fields", reason="point without fields"
-                )
+                raise MetricsWriteError(f"point {point!r} has no fields", reason="point without fields")
             by_precision.setdefault(_V1_PRECISION[point.write_precision], []).append(line)
         accepted = 0
         for precision, batch in by_precision.items():
@@ -181,13 +179,9 @@ class InfluxV1Writer:
     def _post(self, body: bytes, precision: str) -> None:
         target = f"{self.url}/write"
         try:
-            response = self._client.post(
-                target, params={"db": self.database, "precision": precision}, content=body
-            )
+            response = self._client.post(target, params={"db": self.database, "precision": precision}, content=body)
         except httpx.TransportError as exc:
-            raise MetricsWriteError(
-                f"cannot reach {target}: {exc!r}", reason=repr(exc), retryable=True
-            ) from exc
+            raise MetricsWriteError(f"cannot reach {target}: {exc!r}", reason=repr(exc), retryable=True) from exc
         if response.status_code == 204:
             return
         reason = _error_text(response)

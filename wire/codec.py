@@ -42,9 +42,11 @@ def encode_arrays(arrays: Mapping[str, np.ndarray], codec: Codec) -> dict[str, A
         if codec == "int8-zstd":
             max_abs = float(np.abs(values).max(initial=0.0))
             scale = max_abs / 127.0 if max_abs > 0 else 0.0
-            quantized = np.zeros(values.shape, np.int8) if scale == 0 else np.clip(
-                np.rint(values / scale), -127, 127
-            ).astype(np.int8)
+            quantized = (
+                np.zeros(values.shape, np.int8)
+                if scale == 0
+                else np.clip(np.rint(values / scale), -127, 127).astype(np.int8)
+            )
             chunks.append(quantized.tobytes())
             meta.append([name, list(values.shape), scale])
         else:
@@ -66,7 +68,8 @@ def decode_arrays(body: object, expected: Shapes) -> Arrays:
     names = [entry[0] if isinstance(entry, list) and entry else None for entry in meta]
     if names != list(expected):
         raise RejectedMessage(
-            RejectReason.SHAPE_MISMATCH, f"tensors {names} do not match the model's {list(expected)}"
+            RejectReason.SHAPE_MISMATCH,
+            f"tensors {names} do not match the model's {list(expected)}",
         )
     width = _BYTES_PER_VALUE[codec]
     total = sum(int(np.prod(shape)) for shape in expected.values()) * width
@@ -81,7 +84,8 @@ def decode_arrays(body: object, expected: Shapes) -> Arrays:
     for entry, (name, shape) in zip(meta, expected.items(), strict=True):
         if len(entry) != 3 or tuple(entry[1]) != tuple(shape):
             raise RejectedMessage(
-                RejectReason.SHAPE_MISMATCH, f"tensor {name!r} has shape {entry[1:2]}, expected {shape}"
+                RejectReason.SHAPE_MISMATCH,
+                f"tensor {name!r} has shape {entry[1:2]}, expected {shape}",
             )
         scale = entry[2]
         if not isinstance(scale, float | int) or not np.isfinite(scale) or scale < 0:

@@ -96,23 +96,20 @@ _HEADER_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def open_envelope(
-    data: bytes, *, max_bytes: int, keys: KeyLookup, expected_kind: Kind | None = None
-) -> Envelope:
+def open_envelope(data: bytes, *, max_bytes: int, keys: KeyLookup, expected_kind: Kind | None = None) -> Envelope:
     """Parse and verify `data`; raises RejectedMessage with the reason on any failure."""
     if len(data) > max_bytes:
         raise RejectedMessage(RejectReason.OVERSIZED, f"{len(data)} bytes > limit {max_bytes}")
     try:
-        fields = msgpack.unpackb(
-            data, raw=False, strict_map_key=True, ext_hook=_refuse_ext, use_list=True
-        )
+        fields = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_refuse_ext, use_list=True)
     except Exception as exc:  # msgpack raises many types for garbage; all mean the same here
         raise RejectedMessage(RejectReason.MALFORMED, f"not msgpack: {exc}") from exc
     if not isinstance(fields, dict):
         raise RejectedMessage(RejectReason.MALFORMED, "top level is not a map")
     if fields.get("v") != SCHEMA_VERSION:
         raise RejectedMessage(
-            RejectReason.UNKNOWN_SCHEMA, f"schema version {fields.get('v')!r}, expected {SCHEMA_VERSION}"
+            RejectReason.UNKNOWN_SCHEMA,
+            f"schema version {fields.get('v')!r}, expected {SCHEMA_VERSION}",
         )
     for name, kind in _HEADER_TYPES.items():
         value = fields.get(name)
@@ -124,7 +121,8 @@ def open_envelope(
         raise RejectedMessage(RejectReason.WRONG_KIND, f"unknown kind {fields['kind']!r}") from exc
     if expected_kind is not None and message_kind is not expected_kind:
         raise RejectedMessage(
-            RejectReason.WRONG_KIND, f"{message_kind.value} where {expected_kind.value} was expected"
+            RejectReason.WRONG_KIND,
+            f"{message_kind.value} where {expected_kind.value} was expected",
         )
     sender = fields["sender"]
     public_key = keys(sender)

@@ -123,7 +123,13 @@ def update_envelope(update: NodeUpdate, codec: Codec, created_at: float) -> Enve
         "train_loss": update.train_loss,
     }
     return Envelope(
-        Kind.UPDATE, update.node_id, update.region, update.round_id, update.base_version, created_at, body
+        Kind.UPDATE,
+        update.node_id,
+        update.region,
+        update.round_id,
+        update.base_version,
+        created_at,
+        body,
     )
 
 
@@ -171,7 +177,13 @@ def partial_envelope(partial: RegionalPartial, sender: str, created_at: float) -
         "nodes": [[n.node_id, n.num_samples, n.train_loss, n.update_bytes] for n in partial.nodes],
     }
     return Envelope(
-        Kind.PARTIAL, sender, partial.region, partial.round_id, partial.base_version, created_at, body
+        Kind.PARTIAL,
+        sender,
+        partial.region,
+        partial.round_id,
+        partial.base_version,
+        created_at,
+        body,
     )
 
 

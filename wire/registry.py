@@ -63,7 +63,11 @@ class FleetRegistry:
 
     def to_json(self) -> dict[str, Any]:
         def entry(member: Member) -> dict[str, str]:
-            return {"region": member.region, "public_key": member.public_key, "status": member.status}
+            return {
+                "region": member.region,
+                "public_key": member.public_key,
+                "status": member.status,
+            }
 
         return {
             "schema": REGISTRY_SCHEMA,
@@ -97,9 +101,7 @@ class FleetRegistry:
                     for region, entry in data["aggregators"].items()
                 },
                 nodes={
-                    node_id: Member(
-                        node_id, entry["public_key"], entry["region"], NodeStatus(entry["status"])
-                    )
+                    node_id: Member(node_id, entry["public_key"], entry["region"], NodeStatus(entry["status"]))
                     for node_id, entry in data["nodes"].items()
                 },
             )

@@ -58,9 +58,7 @@ def _node_point(measurement: str, i: int) -> Point:
 
 
 @pytest.mark.influx
-def test_round_trip_keeps_values_tags_and_count(
-    influx: RunningInfluxDB, writer: InfluxV1Writer
-) -> None:
+def test_round_trip_keeps_values_tags_and_count(influx: RunningInfluxDB, writer: InfluxV1Writer) -> None:
     n = 250
     assert writer.write([_node_point("node_round_trip", i) for i in range(n)]) == n
     assert writer.points_written == n
@@ -81,9 +79,7 @@ def test_round_trip_keeps_values_tags_and_count(
 @pytest.mark.influx
 def test_large_write_is_batched_and_counted(influx: RunningInfluxDB) -> None:
     with InfluxV1Writer(influx.url, influx.database, batch_size=400) as w:
-        points = [
-            Point("batched").tag("n", str(i % 5)).field("v", i).time(i, "s") for i in range(1001)
-        ]
+        points = [Point("batched").tag("n", str(i % 5)).field("v", i).time(i, "s") for i in range(1001)]
         assert w.write(points) == 1001
         assert w.points_written == 1001
     assert influx.query_rows('SELECT count("v") FROM "batched"')[0]["count"] == 1001
@@ -98,9 +94,7 @@ def test_batches_split_requests_and_keep_every_line() -> None:
 
 
 @pytest.mark.influx
-def test_each_point_keeps_its_declared_time_unit(
-    influx: RunningInfluxDB, writer: InfluxV1Writer
-) -> None:
+def test_each_point_keeps_its_declared_time_unit(influx: RunningInfluxDB, writer: InfluxV1Writer) -> None:
     t_ns = 1_700_000_000_123_456_789
     points = [
         Point("units").tag("u", "ns").field("v", 1).time(t_ns),  # influxdb_client default: ns
@@ -128,9 +122,7 @@ def test_each_point_keeps_its_declared_time_unit(
         (Point("m").field("v", 2**70), "out of range"),  # beyond int64
     ],
 )
-def test_malformed_point_is_refused_once_with_reason(
-    influx: RunningInfluxDB, point: Point, reason: str
-) -> None:
+def test_malformed_point_is_refused_once_with_reason(influx: RunningInfluxDB, point: Point, reason: str) -> None:
     with InfluxV1Writer(influx.url, influx.database, max_attempts=3, **FAST) as w:
         with pytest.raises(MetricsWriteError, match=reason) as excinfo:
             w.write([point])

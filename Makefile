@@ -1,0 +1,23 @@
+# The two commands of the README. Each sets itself up first (apt packages when missing,
+# .venv, pip packages) and stops every process it started, also on failure or Ctrl-C.
+.PHONY: demo test setup lint
+
+TURBINES ?= 200
+REGIONS ?= 2
+NIGHTS ?= 3
+RUN_DIR ?= runs/demo
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	.venv/bin/nacelle simulate --turbines $(TURBINES) --regions $(REGIONS) --nights $(NIGHTS) \
+		--workdir $(RUN_DIR) --summary-json $(RUN_DIR)/summary.json
+
+test: setup
+	.venv/bin/ruff check .
+	.venv/bin/python -m pytest
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .

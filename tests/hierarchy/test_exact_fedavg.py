@@ -1,0 +1,92 @@
+"""Regional partials + cloud merge, over real bridged brokers, equal flat FedAvg over all nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiomqtt
+import numpy as np
+import pytest
+
+from learning.aggregation import fedavg
+from learning.model import AutoencoderShape, initial_weights, weight_shapes
+from tests.hierarchy.conftest import FLEET, Fleet, first_message, wait_for_model
+from wire.envelope import Kind, open_envelope, seal
+from wire.messages import NodeUpdate, parse_model, parse_round, update_envelope
+from wire.topics import MODEL_TOPIC, ROUND_TOPIC, RegionTopics
+
+pytestmark = [pytest.mark.broker]
+
+
+async def test_global_model_after_hierarchy_equals_flat_fedavg(
+    fleet: Fleet, tmp_path, running: list[asyncio.Task[None]]
+) -> None:
+    shapes = weight_shapes(AutoencoderShape())
+    rng = np.random.default_rng(7)
+    aggregators = [fleet.aggregator(region, tmp_path / f"agg-{region}") for region in FLEET]
+    running.extend(asyncio.create_task(a.session.run()) for a in aggregators)
+    await asyncio.gather(*(a.session.connected.wait() for a in aggregators))
+    core = fleet.cloud(tmp_path / "cloud", schedule={"regional_deadline_s": 60, "global_deadline_s": 90})
+    cloud_round = asyncio.create_task(core.run(max_rounds=1))
+    running.append(cloud_round)
+
+    # Every node publishes a known delta through its own regional broker, as its own client.
+    deltas, samples = [], []
+    for region, count in FLEET.items():
+        broker = fleet.brokers.regions[region]
+        announcement = parse_round(
+            open_envelope(
+                (await first_message(broker.host, broker.port, ROUND_TOPIC)).payload,
+                max_bytes=1 << 20,
+                keys=fleet.registry.public_key,
+                expected_kind=Kind.ROUND,
+            )
+        )
+        for index in range(1, count + 1):
+            node_id = f"{region}-t{index:05d}"
+            delta = {name: rng.normal(0, 0.05, shape).astype(np.float32) for name, shape in shapes.items()}
+            weight = int(rng.integers(50, 500))
+            update = NodeUpdate(
+                node_id,
+                region,
+                announcement.round_id,
+                announcement.base_version,
+                delta,
+                weight,
+                0.1,
+            )
+            payload = seal(update_envelope(update, "int8-zstd", time.time()), fleet.node_key(node_id))
+            async with aiomqtt.Client(broker.host, broker.port, identifier=f"test-{node_id}") as client:
+                await client.publish(RegionTopics(region).update(node_id), payload, qos=1)
+            deltas.append(delta)
+            samples.append(weight)
+
+    [record] = await asyncio.wait_for(cloud_round, timeout=60)
+
+    assert record.status == "published"
+    assert record.updates_accepted == sum(FLEET.values())
+    expected = fedavg(deltas, samples)
+    start = initial_weights(AutoencoderShape(), 0)
+    for name in shapes:
+        # int8 quantization moves each element by at most half its tensor's scale, and a
+        # weighted mean of errors is bounded by the largest of them.
+        bound = max(float(np.abs(d[name]).max()) for d in deltas) / 127 / 2 + 1e-6
+        error = np.abs(core.weights[name] - (start[name] + expected[name])).max()
+        assert error <= bound, f"{name}: {error} > {bound}"
+    # And what the regional brokers retain, once the bridge has carried it, is that model.
+    broker = fleet.brokers.regions["onshore"]
+    release = await wait_for_model(broker.host, broker.port, fleet, version=1)
+    late_joiner = await first_message(broker.host, broker.port, MODEL_TOPIC)
+    assert late_joiner.retain and late_joiner.payload == release.payload
+    model = parse_model(
+        open_envelope(
+            release.payload,
+            max_bytes=1 << 22,
+            keys=fleet.registry.public_key,
+            expected_kind=Kind.MODEL,
+        ),
+        shapes,
+    )
+    for name in shapes:
+        np.testing.assert_array_equal(model.weights[name], core.weights[name])

@@ -1,0 +1,139 @@
+"""A small simulated fleet end to end: real brokers, aggregator and cloud processes, a real
+InfluxDB, and the numbers InfluxDB holds afterwards match the summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from simulate.influxdb_server import RunningInfluxDB, start_influxdb
+from simulate.run import SimulationSettings, run_simulation
+
+pytestmark = [pytest.mark.broker, pytest.mark.influx, pytest.mark.slow]
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that mention `text` (a run's work directory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+@pytest.fixture
+def influx(tmp_path: Path) -> Iterator[RunningInfluxDB]:
+    with start_influxdb(tmp_path / "influxdb") as server:
+        yield server
+
+
+async def test_influxdb_answers_with_the_numbers_of_the_summary(tmp_path: Path, influx: RunningInfluxDB) -> None:
+    settings = SimulationSettings(
+        turbines=12,
+        regions=2,
+        nights=2,
+        windows_per_turbine=96,
+        workdir=tmp_path / "sim",
+        summary_json=tmp_path / "summary.json",
+        influx_url=influx.url,
+    )
+
+    summary = await run_simulation(settings)
+
+    assert summary["ok"] and json.loads(settings.summary_json.read_text()) == summary
+    rows = influx.query_rows(
+        'SELECT "round", "model_version", "updates_accepted", "updates_rejected", '
+        '"bytes_per_update_mean", "seconds" FROM "nacelle_round" ORDER BY time'
+    )
+    assert [
+        {key: row[key] for key in ("round", "model_version", "updates_accepted", "updates_rejected")} for row in rows
+    ] == [
+        {key: r[key] for key in ("round", "model_version", "updates_accepted", "updates_rejected")}
+        for r in summary["rounds"]
+    ]
+    for row, reported in zip(rows, summary["rounds"], strict=True):
+        assert row["bytes_per_update_mean"] == pytest.approx(reported["bytes_per_update_mean"])
+        assert row["seconds"] == pytest.approx(reported["seconds"], abs=1e-3)
+    assert [r["updates_accepted"] for r in summary["rounds"]] == [12, 12]
+    per_node = influx.query_rows('SELECT count("train_loss") FROM "nacelle_node" WHERE "round" = 2 GROUP BY "region"')
+    assert {row["region"]: row["count"] for row in per_node} == {"offshore": 6, "onshore": 6}
+    measurements = ["nacelle_round", "nacelle_region", "nacelle_node", "nacelle_model"]
+    stored = sum(influx.query_rows(f'SELECT count("round") FROM "{m}"')[0]["count"] for m in measurements)
+    assert stored == summary["influx"]["points_written"] > 0
+    assert processes_mentioning(str(settings.workdir)) == []
+
+
+def nacelle(*args: str) -> list[str]:
+    return [sys.executable, "-m", "nacelle", *args]
+
+
+def test_demo_command_runs_twice_in_the_same_place_and_leaves_nothing_running(
+    tmp_path: Path,
+) -> None:
+    workdir = tmp_path / "demo"
+    command = nacelle(
+        "simulate",
+        "--turbines",
+        "8",
+        "--nights",
+        "1",
+        "--windows",
+        "96",
+        "--workdir",
+        str(workdir),
+        "--summary-json",
+        str(workdir / "summary.json"),
+    )
+    for _ in range(2):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=240)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        assert "OK: 1 rounds" in result.stdout
+        assert json.loads((workdir / "summary.json").read_text())["ok"] is True
+        assert processes_mentioning(str(workdir)) == []
+
+
+def test_ctrl_c_stops_every_process_the_simulation_started(tmp_path: Path) -> None:
+    workdir = tmp_path / "interrupted"
+    with subprocess.Popen(
+        nacelle(
+            "simulate",
+            "--turbines",
+            "8",
+            "--nights",
+            "50",
+            "--windows",
+            "96",
+            "--workdir",
+            str(workdir),
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                if "turbines connected" in line:
+                    break
+            time.sleep(1.0)  # mid-round: brokers, InfluxDB, aggregators and cloud are all up
+            assert len(processes_mentioning(str(workdir))) >= 5
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=60)
+        finally:
+            process.kill()
+
+    assert process.returncode == 130
+    assert processes_mentioning(str(workdir)) == []
