@@ -16,6 +16,7 @@ demo: setup
 
 test: setup
 	.venv/bin/ruff check .
+	.venv/bin/mypy --strict wire learning
 	.venv/bin/python -m pytest
 
 lint: setup

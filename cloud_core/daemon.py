@@ -103,11 +103,6 @@ class CloudCore:
         lines = self._round_log.read_text().splitlines()
         return json.loads(lines[-1])["round"] if lines else 0
 
-    def records(self) -> list[dict]:
-        if not self._round_log.exists():
-            return []
-        return [json.loads(line) for line in self._round_log.read_text().splitlines()]
-
     async def _publish_model(self) -> None:
         release = ModelRelease(self.model.version, self.model.round_id, self.model.parent_version, self.weights)
         payload = seal(model_envelope(release, self.cloud_id, self.model.created_at), self._key)

@@ -55,7 +55,9 @@ def merge_partials(partials: Iterable[Partial]) -> Weights:
     names = list(partials[0].weighted_sum)
     total_weight = sum(p.total_weight for p in partials)
     return {
-        name: (sum(np.asarray(p.weighted_sum[name], np.float64) for p in partials) / total_weight).astype(np.float32)
+        name: (np.sum([np.asarray(p.weighted_sum[name], np.float64) for p in partials], axis=0) / total_weight).astype(
+            np.float32
+        )
         for name in names
     }
 
@@ -71,7 +73,7 @@ def fedavg(deltas: Iterable[Mapping[str, np.ndarray]], weights: Iterable[float])
     if not deltas or total <= 0:
         raise AggregationError("fedavg needs at least one delta with positive weight")
     return {
-        name: (sum(w * np.asarray(d[name], np.float64) for d, w in zip(deltas, weights, strict=True)) / total).astype(
+        name: np.average(np.stack([np.asarray(d[name], np.float64) for d in deltas]), axis=0, weights=weights).astype(
             np.float32
         )
         for name in deltas[0]

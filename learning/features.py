@@ -21,7 +21,8 @@ def spectral_features(windows: np.ndarray, n_bins: int = 64) -> np.ndarray:
     usable = (spectrum.shape[1] - 1) // n_bins * n_bins  # drop the Nyquist bin to split evenly
     bands = spectrum[:, 1 : usable + 1].reshape(len(windows), n_bins, -1).sum(axis=2)
     log_energy = np.log10(bands + 1e-12)
-    return (log_energy - log_energy.mean(axis=1, keepdims=True)).astype(np.float32)
+    features: np.ndarray = (log_energy - log_energy.mean(axis=1, keepdims=True)).astype(np.float32)
+    return features
 
 
 def band_of_frequency(frequency_hz: float, sample_rate_hz: float, samples: int, n_bins: int = 64) -> int:

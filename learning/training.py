@@ -90,4 +90,5 @@ def reconstruction_errors(weights: Weights, windows: np.ndarray, shape: Autoenco
     model.eval()
     with torch.no_grad():
         data = torch.from_numpy(np.asarray(windows, np.float32))
-        return ((model(data) - data) ** 2).mean(dim=1).numpy()
+        errors: np.ndarray = ((model(data) - data) ** 2).mean(dim=1).numpy()
+    return errors

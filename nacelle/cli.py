@@ -11,6 +11,7 @@ from pathlib import Path
 
 from nacelle import __version__
 from nacelle.config import ConfigError, load_config
+from nacelle.processes import ServiceError
 
 EPILOG = "Every daemon reads one TOML file; NACELLE_<DAEMON>_<FIELD> environment variables override it."
 
@@ -186,9 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return int(args.run(args))
-    except ConfigError as exc:
+    except (ConfigError, ValueError) as exc:
         print(f"nacelle {args.command}: {exc}", file=sys.stderr)
         return 2
+    except (ServiceError, FileExistsError) as exc:
+        print(f"nacelle {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

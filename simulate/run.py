@@ -82,6 +82,23 @@ async def _wait_online(endpoint: BrokerEndpoint, topic: str, registry: FleetRegi
                 return
 
 
+_MARKER = ".nacelle-simulation"
+
+
+class WorkdirError(ValueError):
+    """The work directory holds something other than an earlier simulation."""
+
+
+def _prepare_workdir(workdir: Path) -> None:
+    """Empty the work directory of an earlier run, but never a directory we did not create."""
+    if workdir.exists() and any(workdir.iterdir()):
+        if not (workdir / _MARKER).exists():
+            raise WorkdirError(f"refusing to empty {workdir}: it is not a Nacelle simulation directory")
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / _MARKER).touch()
+
+
 class Simulation:
     def __init__(self, settings: SimulationSettings) -> None:
         self.settings = settings
@@ -171,9 +188,7 @@ class Simulation:
     async def run(self) -> dict[str, Any]:
         settings = self.settings
         wall_started = time.monotonic()
-        if self.workdir.exists():
-            shutil.rmtree(self.workdir)
-        self.workdir.mkdir(parents=True)
+        _prepare_workdir(self.workdir)
         fleet = self.workdir / "fleet"
         registry = create_fleet(fleet, split_turbines(settings.turbines, self.region_list))
         _say(
@@ -296,6 +311,7 @@ async def run_simulation(settings: SimulationSettings) -> dict[str, Any]:
     """Run a simulation and stop every process it started, also on errors and Ctrl-C."""
     # Thousands of turbines each logging every round would bury the table; warnings still show.
     logging.getLogger("edge_node").setLevel(logging.WARNING)
+    logging.getLogger("broker").setLevel(logging.WARNING)
     simulation = Simulation(settings)
     with simulation.stack:
         summary = await simulation.run()

@@ -70,14 +70,15 @@ def _sorted(value: Any) -> Any:
 
 
 def canonical_bytes(fields: dict[str, Any]) -> bytes:
-    return msgpack.packb(_sorted(fields), use_bin_type=True)
+    packed: bytes = msgpack.packb(_sorted(fields), use_bin_type=True)
+    return packed
 
 
 def seal(envelope: Envelope, key: Ed25519PrivateKey) -> bytes:
     """Sign and serialise `envelope`."""
     fields = envelope._fields()
     fields["sig"] = key.sign(canonical_bytes(fields))
-    return msgpack.packb(_sorted(fields), use_bin_type=True)
+    return canonical_bytes(fields)
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:
