@@ -3,6 +3,7 @@ everything that does not match the expected tensors, always with a RejectedMessa
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import tracemalloc
 
@@ -51,7 +52,9 @@ def _frame_declaring(content_size: int) -> bytes:
     """A 16-byte zstd frame whose header claims `content_size` bytes and holds none."""
     single_segment_8_byte_size = bytes([0b1110_0000])
     last_raw_block_of_0_bytes = b"\x01\x00\x00"
-    return b"\x28\xb5\x2f\xfd" + single_segment_8_byte_size + struct.pack("<Q", content_size) + last_raw_block_of_0_bytes
+    return (
+        b"\x28\xb5\x2f\xfd" + single_segment_8_byte_size + struct.pack("<Q", content_size) + last_raw_block_of_0_bytes
+    )
 
 
 def _reason(body: object) -> RejectReason:
@@ -128,7 +131,7 @@ def test_int8_body_of_the_default_model_is_at_most_a_third_of_the_fp32_bytes() -
 
 @pytest.mark.xfail(
     strict=True,
-    reason="wire/codec.py:44-46 when max|x| < ~1.8e-43 the float64 scale underflows to 0 as float32: "
+    reason="wire/codec.py:44-48 when max|x| < ~1.8e-43 the float64 scale underflows to 0 as float32: "
     "encode divides by zero (RuntimeWarning) and the tensor decodes as zeros",
 )
 def test_int8_round_trip_of_a_tensor_of_subnormals_stays_within_half_a_step() -> None:
@@ -150,7 +153,7 @@ def test_encode_refuses_non_finite_values(codec: str, bad: float) -> None:
     arrays = _random_tensors()
     arrays["0.bias"][1] = bad
 
-    with pytest.raises(EncodeError, match="0.bias"):
+    with pytest.raises(EncodeError, match=r"0\.bias"):
         encode_arrays(arrays, codec)
 
 
@@ -222,7 +225,7 @@ def test_decode_refuses_a_streamed_bomb_without_a_declared_size() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="wire/codec.py:74 ZstdDecompressor.decompress allocates the frame's declared content size "
+    reason="wire/codec.py:77 ZstdDecompressor.decompress allocates the frame's declared content size "
     "before max_output_size applies: a 16-byte frame declaring 64 MiB allocates 64 MiB",
 )
 def test_decode_allocates_no_more_than_the_expected_size_for_a_lying_frame_header() -> None:
@@ -240,7 +243,7 @@ def test_decode_allocates_no_more_than_the_expected_size_for_a_lying_frame_heade
 
 @pytest.mark.xfail(
     strict=True,
-    reason="wire/codec.py:74 a frame declaring 2**62 bytes raises MemoryError, not RejectedMessage",
+    reason="wire/codec.py:77 a frame declaring 2**62 bytes raises MemoryError, not RejectedMessage",
 )
 def test_decode_refuses_a_frame_declaring_an_impossible_size() -> None:
     assert _reason(_body(_frame_declaring(2**62))) in {RejectReason.MALFORMED, RejectReason.SHAPE_MISMATCH}
@@ -263,7 +266,7 @@ def test_decode_refuses_an_unusable_int8_scale(scale: object) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="wire/codec.py:87-93 scale 1e39 is finite as float64 but overflows float32: int8 values "
+    reason="wire/codec.py:91-97 scale 1e39 is finite as float64 but overflows float32: int8 values "
     "decode to inf (with a RuntimeWarning) and no finiteness check follows",
 )
 def test_decode_refuses_an_int8_scale_that_overflows_float32() -> None:
@@ -274,7 +277,7 @@ def test_decode_refuses_an_int8_scale_that_overflows_float32() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="wire/codec.py:82 tuple(entry[1]) raises TypeError when the shape is not a list",
+    reason="wire/codec.py:85 tuple(entry[1]) raises TypeError when the shape is not a list",
 )
 def test_decode_refuses_a_shape_that_is_not_a_list() -> None:
     body = _body(_zstd(b"\0" * 4 * TOTAL_VALUES))
@@ -325,10 +328,8 @@ _GARBAGE_BODIES = _VALUES | st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=200)
 @given(_GARBAGE_BODIES)
 def test_decode_of_garbage_raises_only_rejected_message(body: object) -> None:
-    try:
+    with contextlib.suppress(RejectedMessage):
         decode_arrays(body, SHAPES)
-    except RejectedMessage:
-        pass

@@ -96,8 +96,13 @@ def _with_body(envelope: Envelope, **changes: object) -> Envelope:
         else:
             body[name] = value
     return Envelope(
-        envelope.kind, envelope.sender, envelope.region, envelope.round_id, envelope.base_version,
-        envelope.created_at, body,
+        envelope.kind,
+        envelope.sender,
+        envelope.region,
+        envelope.round_id,
+        envelope.base_version,
+        envelope.created_at,
+        body,
     )
 
 
@@ -207,8 +212,16 @@ def test_round_announcing_an_unknown_codec_is_bad_value() -> None:
         ({"learning_rate": -1e-3}, RejectReason.BAD_VALUE),
     ],
     ids=[
-        "codec-int", "codec-missing", "deadline-missing", "deadline-str", "epochs-bool", "opened-nan",
-        "deadline-inf", "epochs-0", "batch-0", "lr-negative",
+        "codec-int",
+        "codec-missing",
+        "deadline-missing",
+        "deadline-str",
+        "epochs-bool",
+        "opened-nan",
+        "deadline-inf",
+        "epochs-0",
+        "batch-0",
+        "lr-negative",
     ],
 )
 def test_round_with_a_bad_field_is_refused(changes: dict[str, object], reason: RejectReason) -> None:
@@ -219,7 +232,7 @@ def test_round_with_a_bad_field_is_refused(changes: dict[str, object], reason: R
 
 @pytest.mark.xfail(
     strict=True,
-    reason="wire/messages.py:85 learning_rate minimum is 0.0 (inclusive) but TrainingConfig refuses "
+    reason="wire/messages.py:84 learning_rate minimum is 0.0 (inclusive) but TrainingConfig refuses "
     "0; an edge node then raises ValueError out of its message handler",
 )
 def test_round_with_zero_learning_rate_is_bad_value() -> None:
@@ -286,8 +299,16 @@ def test_update_with_negative_train_loss_is_bad_value() -> None:
         {"delta": ...},
         {"delta": b"raw bytes"},
     ],
-    ids=["samples-str", "samples-float", "samples-bool", "samples-missing", "loss-str", "loss-missing",
-         "delta-missing", "delta-bytes"],
+    ids=[
+        "samples-str",
+        "samples-float",
+        "samples-bool",
+        "samples-missing",
+        "loss-str",
+        "loss-missing",
+        "delta-missing",
+        "delta-bytes",
+    ],
 )
 def test_update_with_a_mistyped_or_missing_field_is_malformed(changes: dict[str, object]) -> None:
     envelope = _with_body(update_envelope(_update(), "int8-zstd", NOW), **changes)
@@ -324,8 +345,17 @@ def test_update_of_another_architecture_is_shape_mismatch() -> None:
         ({"weighted_sum": ...}, RejectReason.MALFORMED),
     ],
     ids=[
-        "rejected-str-count", "rejected-list", "rejected-missing", "node-3-fields", "node-samples-str",
-        "node-not-list", "nodes-missing", "expected-float", "weight-missing", "weight-negative", "weight-nan",
+        "rejected-str-count",
+        "rejected-list",
+        "rejected-missing",
+        "node-3-fields",
+        "node-samples-str",
+        "node-not-list",
+        "nodes-missing",
+        "expected-float",
+        "weight-missing",
+        "weight-negative",
+        "weight-nan",
         "sum-missing",
     ],
 )
@@ -337,7 +367,7 @@ def test_partial_with_a_bad_field_is_refused(changes: dict[str, object], reason:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="wire/messages.py:185 int(float('inf')) raises OverflowError, which the except clause "
+    reason="wire/messages.py:197-200 int(float('inf')) raises OverflowError, which the except clause "
     "(TypeError, ValueError) does not catch",
 )
 def test_partial_with_an_infinite_node_sample_count_is_refused() -> None:
@@ -350,7 +380,7 @@ def test_partial_with_an_infinite_node_sample_count_is_refused() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="wire/messages.py:185 node summaries are not checked: a NaN train_loss is accepted and "
+    reason="wire/messages.py:197 node summaries are not checked: a NaN train_loss is accepted and "
     "poisons the round's train_loss_mean",
 )
 def test_partial_with_a_nan_node_train_loss_is_non_finite() -> None:
