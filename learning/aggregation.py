@@ -32,6 +32,11 @@ class WeightedSum:
             raise AggregationError(f"weight must be positive and finite, got {weight}")
         if list(delta) != list(self._sums):
             raise AggregationError(f"tensors {list(delta)} do not match {list(self._sums)}")
+        # Every shape is checked before anything is added: broadcasting would otherwise accept
+        # a wrong shape, and a failure halfway would leave the sums and the weight out of step.
+        for name, total in self._sums.items():
+            if np.shape(delta[name]) != total.shape:
+                raise AggregationError(f"tensor {name!r} has shape {np.shape(delta[name])}, expected {total.shape}")
         for name, total in self._sums.items():
             total += weight * np.asarray(delta[name], np.float64)
         self.total_weight += float(weight)

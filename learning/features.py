@@ -18,7 +18,7 @@ def spectral_features(windows: np.ndarray, n_bins: int = 64) -> np.ndarray:
     if samples < 2 * n_bins:
         raise ValueError(f"windows of {samples} samples cannot fill {n_bins} bins")
     spectrum = np.abs(np.fft.rfft(windows * np.hanning(samples), axis=1)) ** 2
-    usable = (spectrum.shape[1] - 1) // n_bins * n_bins  # drop the Nyquist bin to split evenly
+    usable = (spectrum.shape[1] - 1) // n_bins * n_bins  # skip DC (the sensor offset) and split evenly
     bands = spectrum[:, 1 : usable + 1].reshape(len(windows), n_bins, -1).sum(axis=2)
     log_energy = np.log10(bands + 1e-12)
     features: np.ndarray = (log_energy - log_energy.mean(axis=1, keepdims=True)).astype(np.float32)

@@ -106,6 +106,13 @@ def _run_simulate(args: argparse.Namespace) -> int:
     return 0 if summary["ok"] else 1
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nacelle",
@@ -138,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     once = cloud.add_mutually_exclusive_group()
     once.add_argument("--once", action="store_true", help="run one round now, then exit")
-    once.add_argument("--rounds", type=int, default=None, metavar="N", help="run N rounds, then exit")
+    once.add_argument("--rounds", type=_positive_int, default=None, metavar="N", help="run N rounds, then exit")
     cloud.set_defaults(run=_run_cloud)
 
     keys = commands.add_parser(
@@ -147,8 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create keys for the cloud, one aggregator per region and every node, plus registry.json.",
     )
     keys.add_argument("--out", type=Path, required=True, help="fleet directory to create")
-    keys.add_argument("--turbines", type=int, required=True, help="number of edge nodes")
-    keys.add_argument("--regions", type=int, default=2, help="number of regions (default 2)")
+    keys.add_argument("--turbines", type=_positive_int, required=True, help="number of edge nodes")
+    keys.add_argument("--regions", type=_positive_int, default=2, help="number of regions (default 2)")
     keys.add_argument("--region-names", help="comma-separated region names (overrides --regions)")
     keys.set_defaults(run=_run_keys)
 
@@ -163,11 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="example: nacelle simulate --turbines 200 --regions 2 --nights 2 --summary-json runs/summary.json",
     )
-    sim.add_argument("--turbines", type=int, default=200, help="fleet size (default 200)")
-    sim.add_argument("--regions", type=int, default=2, help="number of regions (default 2)")
-    sim.add_argument("--nights", type=int, default=2, help="rounds to run (default 2)")
-    sim.add_argument("--epochs", type=int, default=2, help="local epochs per round (default 2)")
-    sim.add_argument("--windows", type=int, default=256, help="feature windows per turbine (default 256)")
+    sim.add_argument("--turbines", type=_positive_int, default=200, help="fleet size (default 200)")
+    sim.add_argument("--regions", type=_positive_int, default=2, help="number of regions (default 2)")
+    sim.add_argument("--nights", type=_positive_int, default=2, help="rounds to run (default 2)")
+    sim.add_argument("--epochs", type=_positive_int, default=2, help="local epochs per round (default 2)")
+    sim.add_argument("--windows", type=_positive_int, default=256, help="feature windows per turbine (default 256)")
     sim.add_argument("--seed", type=int, default=0, help="seed of the synthetic fleet (default 0)")
     sim.add_argument(
         "--workdir",

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 
 class ConfigError(ValueError):
@@ -61,6 +61,8 @@ def build_config(settings_cls: type[SettingsT], values: dict[str, Any], source: 
         return settings_cls(**values)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from exc
+    except SettingsError as exc:  # an environment override that cannot be parsed
+        raise ConfigError(f"invalid environment override for {source}: {exc}") from exc
 
 
 def load_config(settings_cls: type[SettingsT], path: Path) -> SettingsT:
@@ -69,6 +71,8 @@ def load_config(settings_cls: type[SettingsT], path: Path) -> SettingsT:
         values = tomllib.loads(path.read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"configuration {path} is not UTF-8 text: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"configuration {path} is not valid TOML: {exc}") from exc
     return build_config(settings_cls, values, str(path))

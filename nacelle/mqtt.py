@@ -61,6 +61,7 @@ class MqttSession:
         self._on_connect = on_connect
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
+        self.handler_errors = 0
 
     def _new_client(self) -> aiomqtt.Client:
         properties = Properties(PacketTypes.CONNECT)
@@ -96,7 +97,7 @@ class MqttSession:
                         await self._on_connect()
                     async for message in client.messages:
                         if self._handler is not None:
-                            await self._handler(message)
+                            await self._dispatch(message)
             except aiomqtt.MqttError as exc:
                 delay = full_jitter_delay(attempt)
                 attempt += 1
@@ -112,6 +113,18 @@ class MqttSession:
             finally:
                 self.connected.clear()
                 self._client = None
+
+    async def _dispatch(self, message: aiomqtt.Message) -> None:
+        """Hand a message to the handler; a bug triggered by one message must not stop the
+        daemon for every other one (refusals are the handler's business and never get here)."""
+        assert self._handler is not None
+        try:
+            await self._handler(message)
+        except (aiomqtt.MqttError, asyncio.CancelledError):
+            raise
+        except Exception:
+            self.handler_errors += 1
+            log.exception("%s: handling a message on %s failed", self.spec.client_id, message.topic)
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Publish with QoS 1 once the broker acknowledged it, waiting out disconnections."""

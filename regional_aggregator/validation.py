@@ -68,4 +68,4 @@ def validate_update(
         )
     if sender in counted:
         raise RejectedMessage(RejectReason.DUPLICATE, f"{sender!r} already counted in round {open_round.round_id}")
-    return parse_update(envelope, shapes, max_samples=limits.max_samples)
+    return parse_update(envelope, shapes, max_samples=limits.max_samples, codec=open_round.codec)

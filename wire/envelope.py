@@ -85,6 +85,32 @@ def _refuse_ext(code: int, data: bytes) -> Any:
     raise ValueError(f"msgpack ext type {code} is not allowed")
 
 
+# Deeper than any real message (bodies nest three levels); bounds the work a hostile one causes.
+MAX_NESTING = 16
+_SCALARS = (str, bytes, int, float, bool, type(None))
+
+
+def _check_plain(value: Any) -> None:
+    """Refuse anything but maps with str keys, lists and msgpack scalars, nested at most
+    MAX_NESTING deep. Iterative, so depth cannot exhaust the stack. msgpack decodes its
+    timestamp ext type by itself; this is where it gets refused."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, _SCALARS):
+            continue
+        if depth >= MAX_NESTING:
+            raise RejectedMessage(RejectReason.MALFORMED, f"nested deeper than {MAX_NESTING} levels")
+        if isinstance(item, dict):
+            if not all(isinstance(key, str) for key in item):
+                raise RejectedMessage(RejectReason.MALFORMED, "map keys must be strings")
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+        else:
+            raise RejectedMessage(RejectReason.MALFORMED, f"type {type(item).__name__} is not allowed")
+
+
 _HEADER_TYPES: dict[str, type | tuple[type, ...]] = {
     "kind": str,
     "sender": str,
@@ -107,6 +133,7 @@ def open_envelope(data: bytes, *, max_bytes: int, keys: KeyLookup, expected_kind
         raise RejectedMessage(RejectReason.MALFORMED, f"not msgpack: {exc}") from exc
     if not isinstance(fields, dict):
         raise RejectedMessage(RejectReason.MALFORMED, "top level is not a map")
+    _check_plain(fields)
     if fields.get("v") != SCHEMA_VERSION:
         raise RejectedMessage(
             RejectReason.UNKNOWN_SCHEMA,

@@ -42,6 +42,13 @@ def _finite(body: Mapping[str, Any], name: str, *, minimum: float = -math.inf) -
     return value
 
 
+def _positive(body: Mapping[str, Any], name: str) -> float:
+    value = _finite(body, name)
+    if not value > 0:
+        raise RejectedMessage(RejectReason.BAD_VALUE, f"body field {name!r} = {value} must be positive")
+    return value
+
+
 @dataclass(frozen=True)
 class RoundAnnouncement:
     round_id: int
@@ -81,7 +88,7 @@ def parse_round(env: Envelope) -> RoundAnnouncement:
         global_deadline=_finite(body, "global_deadline"),
         epochs=int(_finite(body, "epochs", minimum=1)),
         batch_size=int(_finite(body, "batch_size", minimum=1)),
-        learning_rate=_finite(body, "learning_rate", minimum=0.0),
+        learning_rate=_positive(body, "learning_rate"),
         codec=codec,
     )
 
@@ -101,7 +108,7 @@ def model_envelope(release: ModelRelease, sender: str, created_at: float) -> Env
 
 def parse_model(env: Envelope, shapes: Shapes) -> ModelRelease:
     version = _get(env.body, "version", int)
-    weights = decode_arrays(env.body.get("weights"), shapes)
+    weights = decode_arrays(env.body.get("weights"), shapes, "fp32-zstd")
     return ModelRelease(version, env.round_id, env.base_version, weights)
 
 
@@ -133,12 +140,13 @@ def update_envelope(update: NodeUpdate, codec: Codec, created_at: float) -> Enve
     )
 
 
-def parse_update(env: Envelope, shapes: Shapes, *, max_samples: int) -> NodeUpdate:
+def parse_update(env: Envelope, shapes: Shapes, *, max_samples: int, codec: Codec | None = None) -> NodeUpdate:
+    """`codec`: the one the round announced; an update in another codec is refused."""
     num_samples = _get(env.body, "num_samples", int)
     if not 0 < num_samples <= max_samples:
         raise RejectedMessage(RejectReason.BAD_VALUE, f"num_samples {num_samples} outside 1..{max_samples}")
     train_loss = _finite(env.body, "train_loss", minimum=0.0)
-    delta = decode_arrays(env.body.get("delta"), shapes)
+    delta = decode_arrays(env.body.get("delta"), shapes, codec)
     return NodeUpdate(env.sender, env.region, env.round_id, env.base_version, delta, num_samples, train_loss)
 
 
@@ -187,23 +195,30 @@ def partial_envelope(partial: RegionalPartial, sender: str, created_at: float) -
     )
 
 
+def _node_summary(entry: object) -> NodeSummary:
+    if not isinstance(entry, list) or len(entry) != 4:
+        raise RejectedMessage(RejectReason.MALFORMED, "node summary must be [id, samples, loss, bytes]")
+    node_id, samples, loss, size = entry
+    if not (isinstance(node_id, str) and all(type(v) is int for v in (samples, size)) and type(loss) in (int, float)):
+        raise RejectedMessage(RejectReason.MALFORMED, f"node summary {entry!r} is mistyped")
+    if not math.isfinite(loss):
+        raise RejectedMessage(RejectReason.NON_FINITE, f"node {node_id!r} reports loss {loss}")
+    if samples <= 0 or size <= 0 or loss < 0:
+        raise RejectedMessage(RejectReason.BAD_VALUE, f"node summary {entry!r} holds impossible values")
+    return NodeSummary(node_id, samples, float(loss), size)
+
+
 def parse_partial(env: Envelope, shapes: Shapes) -> RegionalPartial:
     body = env.body
     rejected = _get(body, "rejected", dict)
     if not all(isinstance(k, str) and isinstance(v, int) for k, v in rejected.items()):
         raise RejectedMessage(RejectReason.MALFORMED, "body field 'rejected' must map reason → count")
-    try:
-        nodes = tuple(
-            NodeSummary(str(node_id), int(samples), float(loss), int(size))
-            for node_id, samples, loss, size in _get(body, "nodes", list)
-        )
-    except (TypeError, ValueError) as exc:
-        raise RejectedMessage(RejectReason.MALFORMED, f"body field 'nodes': {exc}") from exc
+    nodes = tuple(_node_summary(entry) for entry in _get(body, "nodes", list))
     return RegionalPartial(
         region=env.region,
         round_id=env.round_id,
         base_version=env.base_version,
-        weighted_sum=decode_arrays(body.get("weighted_sum"), shapes),
+        weighted_sum=decode_arrays(body.get("weighted_sum"), shapes, "fp32-zstd"),
         total_weight=_finite(body, "total_weight", minimum=0.0),
         expected=_get(body, "expected", int),
         rejected=rejected,

@@ -6,6 +6,7 @@ distributes with the fleet's configuration (public keys only: private keys never
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
@@ -46,10 +47,25 @@ class FleetRegistry:
     aggregators: dict[str, Member]  # region → its aggregator
     nodes: dict[str, Member] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        ids = [m.member_id for m in (self.cloud, *self.aggregators.values(), *self.nodes.values())]
+        duplicates = sorted(member_id for member_id, count in Counter(ids).items() if count > 1)
+        if duplicates:
+            # A node named like the cloud would have its key trusted to sign global models.
+            raise RegistryError(f"member ids used twice: {duplicates}")
+        unknown = {m.region for m in self.nodes.values()} - set(self.aggregators)
+        if unknown:
+            raise RegistryError(f"nodes in regions without aggregator: {sorted(unknown)}")
+
     @cached_property
     def _keys(self) -> dict[str, Ed25519PublicKey]:
-        members = [self.cloud, *self.aggregators.values(), *self.nodes.values()]
-        return {member.member_id: parse_public_key(member.public_key) for member in members}
+        keys = {}
+        for member in (self.cloud, *self.aggregators.values(), *self.nodes.values()):
+            try:
+                keys[member.member_id] = parse_public_key(member.public_key)
+            except KeyFileError as exc:
+                raise RegistryError(f"member {member.member_id!r}: {exc}") from exc
+        return keys
 
     @property
     def regions(self) -> list[str]:
@@ -106,9 +122,8 @@ class FleetRegistry:
                 },
             )
             registry._keys  # noqa: B018 - parse every key now so a bad one fails at start
-        except (KeyError, TypeError, ValueError, KeyFileError) as exc:
+        except RegistryError as exc:
+            raise RegistryError(f"fleet registry {path}: {exc}") from exc
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RegistryError(f"fleet registry {path}: bad entry: {exc!r}") from exc
-        unknown = {m.region for m in registry.nodes.values()} - set(registry.aggregators)
-        if unknown:
-            raise RegistryError(f"fleet registry {path}: nodes in regions without aggregator: {unknown}")
         return registry

@@ -26,6 +26,7 @@ def save_private_key(key: Ed25519PrivateKey, path: Path) -> None:
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     # Created with 0600 from the start: a chmod after writing leaves a window where it is readable.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # the mode of os.open applies only when it creates the file
     with os.fdopen(fd, "wb") as handle:
         handle.write(pem)
 

@@ -25,7 +25,7 @@ GLOBAL_FILTER = f"{PROTOCOL_PREFIX}/global/#"
 PARTIAL_FILTER = f"{PROTOCOL_PREFIX}/region/+/partial"
 
 # MQTT topic levels must not contain wildcards or separators; ids also name files and client ids.
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class InvalidIdentifierError(ValueError):
@@ -33,7 +33,7 @@ class InvalidIdentifierError(ValueError):
 
 
 def check_identifier(kind: str, value: str) -> str:
-    if not _ID_PATTERN.match(value):
+    if not _ID_PATTERN.fullmatch(value):
         raise InvalidIdentifierError(
             f"{kind} {value!r} must be 1-64 characters of letters, digits, '_', '.', '-' "
             "and start with a letter or digit"

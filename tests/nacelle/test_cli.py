@@ -121,11 +121,6 @@ def test_keys_uses_the_given_region_names(tmp_path: Path) -> None:
     assert [len(registry.nodes_in(r)) for r in ["alpha", "beta", "gamma"]] == [2, 2, 1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nacelle/cli.py:151 and nacelle/keys.py:29 '--regions 0' is not validated: "
-    "split_turbines divides by zero and main raises ZeroDivisionError",
-)
 def test_keys_with_zero_regions_is_a_usage_error(tmp_path: Path) -> None:
     assert _exit_code(["keys", "--out", str(tmp_path / "fleet"), "--turbines", "4", "--regions", "0"]) == 2
 

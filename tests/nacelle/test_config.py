@@ -231,11 +231,6 @@ def test_a_file_that_is_not_toml_is_a_config_error(tmp_path: Path) -> None:
     assert str(path) in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nacelle/config.py:69-73 read_text() raises UnicodeDecodeError (a ValueError, neither "
-    "OSError nor TOMLDecodeError) for a file that is not UTF-8",
-)
 def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "cloud.toml"
     path.write_bytes(b'registry_path = "\xff"\n')
@@ -243,11 +238,6 @@ def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
     _error(CloudConfig, path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nacelle/config.py:60-63 pydantic-settings raises SettingsError (not ValidationError) "
-    "for an environment value of a list field that is not JSON; build_config lets it through",
-)
 def test_an_unparsable_environment_list_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NACELLE_CLOUD_REGIONS", "north,south")
 

@@ -254,7 +254,9 @@ def test_a_signed_update_with_a_non_finite_delta_is_non_finite(fleet: Fleet, val
     body = {"delta": _fp32_body_with(value), "num_samples": 100, "train_loss": 0.4}
     envelope = Envelope(Kind.UPDATE, NODE, "north", ROUND_ID, BASE_VERSION, NOW, body)
 
-    assert _reason(fleet, seal(envelope, fleet.key(NODE))) is RejectReason.NON_FINITE
+    fp32_round = _announcement(codec="fp32-zstd")
+
+    assert _reason(fleet, seal(envelope, fleet.key(NODE)), open_round=fp32_round) is RejectReason.NON_FINITE
 
 
 def test_an_update_of_zero_samples_is_bad_value(fleet: Fleet) -> None:
@@ -272,7 +274,16 @@ def test_an_update_of_another_architecture_is_shape_mismatch(fleet: Fleet) -> No
     body["delta"]["tensors"] = [["0.bias", [4], 1.0], ["0.weight", [4, 3], 1.0]]  # type: ignore[index]
     envelope = Envelope(Kind.UPDATE, NODE, "north", ROUND_ID, BASE_VERSION, NOW, body)
 
-    assert _reason(fleet, seal(envelope, fleet.key(NODE))) is RejectReason.SHAPE_MISMATCH
+    fp32_round = _announcement(codec="fp32-zstd")
+
+    assert _reason(fleet, seal(envelope, fleet.key(NODE)), open_round=fp32_round) is RejectReason.SHAPE_MISMATCH
+
+
+def test_an_update_in_another_codec_than_the_round_announced_is_bad_value(fleet: Fleet) -> None:
+    body = {"delta": _fp32_body_with(0.0), "num_samples": 100, "train_loss": 0.4}
+    envelope = Envelope(Kind.UPDATE, NODE, "north", ROUND_ID, BASE_VERSION, NOW, body)
+
+    assert _reason(fleet, seal(envelope, fleet.key(NODE))) is RejectReason.BAD_VALUE  # the round is int8-zstd
 
 
 def test_a_status_message_on_an_update_topic_is_wrong_kind(fleet: Fleet) -> None:

@@ -129,19 +129,14 @@ def test_int8_body_of_the_default_model_is_at_most_a_third_of_the_fp32_bytes() -
     assert wire_bytes <= fp32_raw_bytes / 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wire/codec.py:44-48 when max|x| < ~1.8e-43 the float64 scale underflows to 0 as float32: "
-    "encode divides by zero (RuntimeWarning) and the tensor decodes as zeros",
-)
-def test_int8_round_trip_of_a_tensor_of_subnormals_stays_within_half_a_step() -> None:
-    tiny = np.float32(1e-44)
+def test_int8_tensor_too_small_for_a_float32_scale_is_sent_as_zeros_without_warnings() -> None:
+    tiny = np.float32(1e-44)  # max/127 underflows to 0 in float32, the precision of decoding
     arrays = {name: np.full(shape, tiny, np.float32) for name, shape in SHAPES.items()}
 
     decoded = decode_arrays(encode_arrays(arrays, "int8-zstd"), SHAPES)
 
     for name in SHAPES:
-        assert np.abs(decoded[name] - tiny).max() <= float(tiny) / 127 / 2
+        assert not decoded[name].any()
 
 
 # -- encode refusals -------------------------------------------------------------------------
@@ -223,11 +218,6 @@ def test_decode_refuses_a_streamed_bomb_without_a_declared_size() -> None:
     assert _reason(_body(bomb)) in {RejectReason.MALFORMED, RejectReason.SHAPE_MISMATCH}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wire/codec.py:77 ZstdDecompressor.decompress allocates the frame's declared content size "
-    "before max_output_size applies: a 16-byte frame declaring 64 MiB allocates 64 MiB",
-)
 def test_decode_allocates_no_more_than_the_expected_size_for_a_lying_frame_header() -> None:
     lying_frame = _frame_declaring(64 * 1024 * 1024)
     tracemalloc.start()
@@ -241,10 +231,6 @@ def test_decode_allocates_no_more_than_the_expected_size_for_a_lying_frame_heade
     assert peak < 1024 * 1024
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wire/codec.py:77 a frame declaring 2**62 bytes raises MemoryError, not RejectedMessage",
-)
 def test_decode_refuses_a_frame_declaring_an_impossible_size() -> None:
     assert _reason(_body(_frame_declaring(2**62))) in {RejectReason.MALFORMED, RejectReason.SHAPE_MISMATCH}
 
@@ -257,28 +243,26 @@ def test_decode_refuses_non_finite_fp32_values(bad: float) -> None:
     assert _reason(_body(_zstd(values.tobytes()))) is RejectReason.NON_FINITE
 
 
-@pytest.mark.parametrize("scale", [-0.5, float("nan"), float("inf"), "0.1", None])
+@pytest.mark.parametrize("scale", [-0.5, float("nan"), float("inf")])
 def test_decode_refuses_an_unusable_int8_scale(scale: object) -> None:
     body = _body(_zstd(b"\1" * TOTAL_VALUES), codec="int8-zstd", scale=scale)
 
     assert _reason(body) is RejectReason.NON_FINITE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wire/codec.py:91-97 scale 1e39 is finite as float64 but overflows float32: int8 values "
-    "decode to inf (with a RuntimeWarning) and no finiteness check follows",
-)
+@pytest.mark.parametrize("scale", ["0.1", None, True])
+def test_decode_refuses_a_scale_that_is_not_a_number_as_malformed(scale: object) -> None:
+    body = _body(_zstd(b"\1" * TOTAL_VALUES), codec="int8-zstd", scale=scale)
+
+    assert _reason(body) is RejectReason.MALFORMED
+
+
 def test_decode_refuses_an_int8_scale_that_overflows_float32() -> None:
     body = _body(_zstd(b"\1" * TOTAL_VALUES), codec="int8-zstd", scale=1e39)
 
     assert _reason(body) is RejectReason.NON_FINITE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wire/codec.py:85 tuple(entry[1]) raises TypeError when the shape is not a list",
-)
 def test_decode_refuses_a_shape_that_is_not_a_list() -> None:
     body = _body(_zstd(b"\0" * 4 * TOTAL_VALUES))
     body["tensors"][0][1] = 12

@@ -230,11 +230,6 @@ def test_round_with_a_bad_field_is_refused(changes: dict[str, object], reason: R
     assert _refusal(parse_round, envelope) is reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wire/messages.py:84 learning_rate minimum is 0.0 (inclusive) but TrainingConfig refuses "
-    "0; an edge node then raises ValueError out of its message handler",
-)
 def test_round_with_zero_learning_rate_is_bad_value() -> None:
     envelope = round_envelope(_announcement(learning_rate=0.0), "cloud")
 
@@ -365,11 +360,6 @@ def test_partial_with_a_bad_field_is_refused(changes: dict[str, object], reason:
     assert _refusal(parse_partial, envelope, SHAPES) is reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wire/messages.py:197-200 int(float('inf')) raises OverflowError, which the except clause "
-    "(TypeError, ValueError) does not catch",
-)
 def test_partial_with_an_infinite_node_sample_count_is_refused() -> None:
     envelope = _with_body(
         partial_envelope(_partial(), "aggregator-north", NOW), nodes=[["north-t00001", math.inf, 0.5, 5200]]
@@ -378,11 +368,6 @@ def test_partial_with_an_infinite_node_sample_count_is_refused() -> None:
     _refusal(parse_partial, envelope, SHAPES)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wire/messages.py:197 node summaries are not checked: a NaN train_loss is accepted and "
-    "poisons the round's train_loss_mean",
-)
 def test_partial_with_a_nan_node_train_loss_is_non_finite() -> None:
     envelope = _with_body(
         partial_envelope(_partial(), "aggregator-north", NOW), nodes=[["north-t00001", 100, math.nan, 5200]]

@@ -160,11 +160,6 @@ def test_registry_with_a_bad_public_key_is_refused(fleet: tuple[Path, FleetRegis
         FleetRegistry.load(_write(tmp_path, data))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wire/registry.py:109-110 the RegistryError for a bad key quotes the key but not the "
-    "member it belongs to, though the class promises to name the entry",
-)
 def test_registry_error_for_a_bad_public_key_names_the_member(
     fleet: tuple[Path, FleetRegistry], tmp_path: Path
 ) -> None:
@@ -245,19 +240,11 @@ def test_missing_registry_file_is_refused(tmp_path: Path) -> None:
         FleetRegistry.load(tmp_path / "absent.json")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wire/registry.py:95 data.get() on a JSON array raises AttributeError, not RegistryError",
-)
 def test_registry_whose_top_level_is_not_an_object_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RegistryError):
         FleetRegistry.load(_write(tmp_path, []))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wire/registry.py:101 .items() on an 'aggregators' array raises AttributeError, not RegistryError",
-)
 def test_registry_whose_aggregators_are_not_an_object_is_refused(
     fleet: tuple[Path, FleetRegistry], tmp_path: Path
 ) -> None:
@@ -268,11 +255,6 @@ def test_registry_whose_aggregators_are_not_an_object_is_refused(
         FleetRegistry.load(_write(tmp_path, data))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wire/registry.py:50-52 member ids are not checked for uniqueness across roles: a node "
-    "named 'cloud' silently replaces the cloud's public key",
-)
 def test_registry_with_a_node_reusing_the_cloud_id_is_refused(
     fleet: tuple[Path, FleetRegistry], tmp_path: Path
 ) -> None:
@@ -296,11 +278,6 @@ def test_private_key_round_trips_through_its_pem_file(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wire/signing.py:28 os.open's mode applies only when creating: overwriting an existing "
-    "0644 file leaves the private key world-readable",
-)
 def test_private_key_written_over_a_readable_file_becomes_owner_only(tmp_path: Path) -> None:
     path = tmp_path / "node.pem"
     path.write_text("old")
@@ -358,11 +335,6 @@ def test_identifier_of_letters_digits_and_separators_is_accepted(value: str) -> 
     assert check_identifier("node id", value) == value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wire/topics.py:28 the pattern ends with '$', which also matches before a trailing "
-    "newline: 'north\\n' passes (use re.fullmatch or '\\Z')",
-)
 def test_identifier_with_a_trailing_newline_is_refused() -> None:
     with pytest.raises(InvalidIdentifierError):
         check_identifier("node id", "north\n")
