@@ -19,10 +19,10 @@ from nacelle.keys import aggregator_id, create_fleet, key_path, registry_path
 from regional_aggregator.config import RegionConfig
 from regional_aggregator.daemon import RegionalAggregator
 from wire.envelope import Kind, open_envelope
-from wire.messages import parse_model
+from wire.messages import RoundAnnouncement, parse_model, parse_round
 from wire.registry import FleetRegistry
 from wire.signing import load_private_key
-from wire.topics import MODEL_TOPIC
+from wire.topics import MODEL_TOPIC, ROUND_TOPIC
 
 # Regions of different sizes: the hierarchy must weigh them exactly like flat FedAvg would.
 FLEET = {"offshore": 2, "onshore": 5}
@@ -110,3 +110,13 @@ async def wait_for_model(host: str, port: int, fleet: Fleet, version: int, timeo
             if parse_model(envelope, shapes).version == version:
                 return message
     raise AssertionError("unreachable")
+
+
+async def announced_round(fleet: Fleet, region: str) -> RoundAnnouncement:
+    """The round announcement a region's broker holds, once the cloud has opened one."""
+    broker = fleet.brokers.regions[region]
+    message = await first_message(broker.host, broker.port, ROUND_TOPIC)
+    envelope = open_envelope(
+        message.payload, max_bytes=1 << 20, keys=fleet.registry.public_key, expected_kind=Kind.ROUND
+    )
+    return parse_round(envelope)

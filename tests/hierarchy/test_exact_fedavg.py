@@ -11,10 +11,10 @@ import pytest
 
 from learning.aggregation import fedavg
 from learning.model import AutoencoderShape, initial_weights, weight_shapes
-from tests.hierarchy.conftest import FLEET, Fleet, first_message, wait_for_model
+from tests.hierarchy.conftest import FLEET, Fleet, announced_round, first_message, wait_for_model
 from wire.envelope import Kind, open_envelope, seal
-from wire.messages import NodeUpdate, parse_model, parse_round, update_envelope
-from wire.topics import MODEL_TOPIC, ROUND_TOPIC, RegionTopics
+from wire.messages import NodeUpdate, parse_model, update_envelope
+from wire.topics import MODEL_TOPIC, RegionTopics
 
 pytestmark = [pytest.mark.broker]
 
@@ -35,14 +35,7 @@ async def test_global_model_after_hierarchy_equals_flat_fedavg(
     deltas, samples = [], []
     for region, count in FLEET.items():
         broker = fleet.brokers.regions[region]
-        announcement = parse_round(
-            open_envelope(
-                (await first_message(broker.host, broker.port, ROUND_TOPIC)).payload,
-                max_bytes=1 << 20,
-                keys=fleet.registry.public_key,
-                expected_kind=Kind.ROUND,
-            )
-        )
+        announcement = await announced_round(fleet, region)
         for index in range(1, count + 1):
             node_id = f"{region}-t{index:05d}"
             delta = {name: rng.normal(0, 0.05, shape).astype(np.float32) for name, shape in shapes.items()}

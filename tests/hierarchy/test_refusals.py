@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from learning.model import AutoencoderShape, weight_shapes
-from tests.hierarchy.conftest import Fleet, first_message
-from wire.envelope import Kind, open_envelope, seal
-from wire.messages import NodeUpdate, parse_round, update_envelope
-from wire.topics import ROUND_TOPIC, RegionTopics
+from tests.hierarchy.conftest import Fleet, announced_round
+from wire.envelope import seal
+from wire.messages import NodeUpdate, update_envelope
+from wire.topics import RegionTopics
 
 pytestmark = [pytest.mark.broker]
 
@@ -34,14 +34,7 @@ async def test_bad_updates_are_counted_and_the_round_completes_with_the_valid_on
     cloud_round = asyncio.create_task(core.run(max_rounds=1))
     running.append(cloud_round)
     broker = fleet.brokers.regions["offshore"]
-    announcement = parse_round(
-        open_envelope(
-            (await first_message(broker.host, broker.port, ROUND_TOPIC)).payload,
-            max_bytes=1 << 20,
-            keys=fleet.registry.public_key,
-            expected_kind=Kind.ROUND,
-        )
-    )
+    announcement = await announced_round(fleet, "offshore")
     topics = RegionTopics("offshore")
     delta = {name: np.full(shape, 0.01, np.float32) for name, shape in weight_shapes(AutoencoderShape()).items()}
 
