@@ -9,6 +9,7 @@ across a reconnect (at-least-once: receivers deduplicate on node id + round).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -95,9 +96,13 @@ class MqttSession:
                     attempt = 0
                     if self._on_connect is not None:
                         await self._on_connect()
-                    async for message in client.messages:
-                        if self._handler is not None:
-                            await self._dispatch(message)
+                    try:
+                        async for message in client.messages:
+                            if self._handler is not None:
+                                await self._dispatch(message)
+                    except asyncio.CancelledError:
+                        await self._publish_will(client)
+                        raise
             except aiomqtt.MqttError as exc:
                 delay = full_jitter_delay(attempt)
                 attempt += 1
@@ -113,6 +118,15 @@ class MqttSession:
             finally:
                 self.connected.clear()
                 self._client = None
+
+    async def _publish_will(self, client: aiomqtt.Client) -> None:
+        """On a clean stop the broker discards the last will, so say it ourselves: otherwise a
+        node stopped for maintenance would show as online until it comes back."""
+        will = self.spec.will
+        if will is None:
+            return
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            await asyncio.wait_for(client.publish(will.topic, will.payload, qos=1, retain=will.retain), timeout=2.0)
 
     async def _dispatch(self, message: aiomqtt.Message) -> None:
         """Hand a message to the handler; a bug triggered by one message must not stop the

@@ -53,7 +53,7 @@ class RegionalAggregator:
         self.topics = RegionTopics(config.region)
         self.round: RegionalRound | None = None
         self._deadline_task: asyncio.Task[None] | None = None
-        self._early: dict[str, tuple[bytes, str]] = {}
+        self._early: list[tuple[bytes, str]] = []
         self._unassigned_rejections: Counter[str] = Counter()
         self.rejections: Counter[str] = Counter()
         self.partials_published = 0
@@ -127,8 +127,8 @@ class RegionalAggregator:
             announcement.regional_deadline - self._clock(),
         )
         self._deadline_task = asyncio.create_task(self._close_at_deadline(self.round))
-        early, self._early = self._early, {}
-        for early_payload, node_id in early.values():
+        early, self._early = self._early, []
+        for early_payload, node_id in early:
             await self._on_update(early_payload, node_id)
 
     async def _on_update(self, payload: bytes, topic_node_id: str) -> None:
@@ -147,7 +147,7 @@ class RegionalAggregator:
             )
         except RejectedMessage as exc:
             if exc.reason in _EARLY and len(self._early) < self.config.max_early_updates:
-                self._early[topic_node_id] = (payload, topic_node_id)
+                self._early.append((payload, topic_node_id))
                 return
             self._refuse("update", topic_node_id, exc)
             return
