@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from nacelle.config import BrokerEndpoint, DaemonSettings
@@ -13,6 +13,36 @@ from wire.topics import check_identifier
 # A global model of the default autoencoder is ~20 KB; 4 MiB leaves room for larger models
 # while refusing anything absurd before it is parsed.
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# Feature bands per window: the input size of the default autoencoder
+# (learning.model.AutoencoderShape.n_features; not imported here, that would pull in torch).
+# Not configurable: every node of a fleet trains the same model.
+RECORDING_FEATURES = 64
+
+
+class RecordingsConfig(BaseModel):
+    """`[recordings]`: raw vibration files (.npy or .wav) in `directory` become feature windows
+    in the node's buffer, through the same `spectral_features` as the simulator's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    directory: Path = Field(description="folder scanned for new .npy / .wav recordings (not recursive)")
+    # .npy files carry no rate, so they need this; a .wav carries its own, which must match it
+    # when both are given. Bands are fractions of Nyquist: a fleet should record at one rate.
+    sample_rate_hz: float | None = Field(None, gt=0)
+    # 2·RECORDING_FEATURES at least, or the FFT cannot fill every band.
+    window_samples: int = Field(1024, description="samples per feature window")
+    hop_samples: int | None = Field(None, ge=1, description="window start to window start; unset: window_samples")
+    channel: int = Field(0, ge=0, description="channel of a multi-channel .wav (0: the first)")
+
+    @field_validator("window_samples")
+    @classmethod
+    def _fills_every_band(cls, value: int) -> int:
+        if value < 2 * RECORDING_FEATURES:
+            raise ValueError(
+                f"window_samples must be at least {2 * RECORDING_FEATURES} "
+                f"(2 x {RECORDING_FEATURES} feature bands), got {value}"
+            )
+        return value
 
 
 class EdgeConfig(DaemonSettings):
@@ -30,6 +60,7 @@ class EdgeConfig(DaemonSettings):
     # Fewer windows than a few batches make an update that is mostly noise.
     min_windows: int = Field(64, ge=1)
     max_message_bytes: int = Field(DEFAULT_MAX_MESSAGE_BYTES, ge=1024)
+    recordings: RecordingsConfig | None = Field(None, description="ingest raw recordings from a folder")
 
     @field_validator("node_id", "region")
     @classmethod

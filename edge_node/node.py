@@ -8,18 +8,20 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import aiomqtt
+import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_node.buffer import FeatureBuffer
 from edge_node.config import EdgeConfig
+from edge_node.recordings import RecordingIngestor
 from edge_node.state import NodeState, NodeStateStore
 from learning.model import AutoencoderShape, Weights, weight_shapes
-from learning.training import TrainingConfig, resolve_device, train_local
+from learning.training import LocalResult, TrainingConfig, resolve_device, train_local
 from nacelle.mqtt import MqttSession, SessionSpec
 from wire.envelope import KeyLookup, Kind, open_envelope, seal
 from wire.errors import RejectedMessage
@@ -36,6 +38,10 @@ from wire.signing import load_private_key
 from wire.topics import MODEL_TOPIC, ROUND_TOPIC, RegionTopics
 
 log = logging.getLogger(__name__)
+
+
+# (global weights, windows, plan, seed) → the local result; seed is the round id.
+Trainer = Callable[[Weights, np.ndarray, TrainingConfig, int], Awaitable[LocalResult]]
 
 
 @dataclass(frozen=True)
@@ -74,17 +80,29 @@ class EdgeNode:
         trusted: KeyLookup,
         shape: AutoencoderShape | None = None,
         train_executor: Executor | None = None,
+        trainer: Trainer | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`train_executor` runs training and file ingestion off the event loop (default: the
+        loop's thread pool). `trainer` replaces local training altogether; the simulator uses
+        it to train many nodes' rounds in one batch, with the same result per node."""
         self.config = config
         self.shape = shape or AutoencoderShape()
         self._shapes = weight_shapes(self.shape)
         self._key = signing_key
         self._trusted = trusted
         self._executor = train_executor
+        self._trainer = trainer or self._train_here
         self._clock = clock
         self.topics = RegionTopics(config.region)
         self.buffer = FeatureBuffer(config.data_dir / "buffer", config.max_windows)
+        self.recordings = (
+            None
+            if config.recordings is None
+            else RecordingIngestor(
+                config.recordings, self.buffer, config.data_dir / "recordings.json", n_bins=self.shape.n_features
+            )
+        )
         self._store = NodeStateStore(config.data_dir / "state")
         self.state, self.weights = self._store.load()
         self.rejections: Counter[str] = Counter()
@@ -124,6 +142,17 @@ class EdgeNode:
             self._clock(),
         )
         await self.session.publish(self.topics.status(self.config.node_id), seal(status, self._key), retain=True)
+        await self._ingest_recordings()
+
+    async def _ingest_recordings(self) -> None:
+        """New recordings → buffer, in the executor like training (file I/O and FFTs). Bad files
+        are the ingestor's to log and skip; nothing here may stop the node."""
+        if self.recordings is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self.recordings.ingest)
+        except Exception:
+            log.exception("node %s: ingesting recordings failed", self.config.node_id)
 
     async def _on_message(self, message: aiomqtt.Message) -> None:
         payload = message.payload if isinstance(message.payload, bytes) else b""
@@ -161,10 +190,17 @@ class EdgeNode:
         self._store.save(self.state, self.weights)
         log.info("node %s loaded global model v%d", self.config.node_id, release.version)
 
+    async def _train_here(self, base: Weights, windows: np.ndarray, plan: TrainingConfig, seed: int) -> LocalResult:
+        device = resolve_device(self.config.device)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, lambda: train_local(base, windows, plan, self.shape, seed=seed, device=device)
+        )
+
     async def _maybe_train(self) -> None:
         announcement = self._round
         if announcement is None or self.weights is None:
             return
+        await self._ingest_recordings()
         windows = self.buffer.windows()
         decision = training_decision(announcement, self.state, len(windows), self.config.min_windows, self._clock())
         if not decision.train:
@@ -175,13 +211,8 @@ class EdgeNode:
                 decision.reason,
             )
             return
-        base: Weights = self.weights
         plan = TrainingConfig(announcement.epochs, announcement.batch_size, announcement.learning_rate)
-        device = resolve_device(self.config.device)
-        result = await asyncio.get_running_loop().run_in_executor(
-            self._executor,
-            lambda: train_local(base, windows, plan, self.shape, seed=announcement.round_id, device=device),
-        )
+        result = await self._trainer(self.weights, windows, plan, announcement.round_id)
         update = NodeUpdate(
             node_id=self.config.node_id,
             region=self.config.region,

@@ -101,6 +101,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
         seed=args.seed,
         influx_url=args.influx_url,
         influx_database=args.influx_db,
+        evaluate=not args.no_evaluation,
     )
     summary = asyncio.run(run_simulation(settings))
     return 0 if summary["ok"] else 1
@@ -185,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--summary-json", type=Path, default=None, help="write the run's summary here")
     sim.add_argument("--influx-url", default=None, help="use this InfluxDB (v1 API) instead of starting one")
     sim.add_argument("--influx-db", default="nacelle", help="database name (default nacelle)")
+    sim.add_argument(
+        "--no-evaluation",
+        action="store_true",
+        help="skip the detection evaluation (federated vs local-only vs centralized models)",
+    )
     sim.set_defaults(run=_run_simulate)
     return parser
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import resource
 import shutil
 import sys
 import time
@@ -22,8 +24,11 @@ import aiomqtt
 import torch
 
 from broker import FleetBrokers, start_fleet_brokers
+from cloud_core.model_store import ModelStore
 from edge_node.config import EdgeConfig
 from edge_node.node import EdgeNode, cloud_keys
+from learning.model import AutoencoderShape, weight_shapes
+from learning.training import TrainingConfig
 from nacelle.config import BrokerEndpoint, build_config, write_config
 from nacelle.keys import (
     aggregator_id,
@@ -34,14 +39,21 @@ from nacelle.keys import (
     split_turbines,
 )
 from nacelle.processes import ServiceError, start_process, stop_process
+from simulate.batch_trainer import BatchTrainer
+from simulate.evaluation import detection_summary, eval_windows, score_model, train_baselines
 from simulate.influxdb_server import start_influxdb
-from simulate.vibration import turbine_features, turbine_profile
+from simulate.report import write_report
+from simulate.vibration import TurbineProfile, turbine_features, turbine_profile
 from wire.envelope import Kind, open_envelope
 from wire.registry import FleetRegistry
 from wire.signing import load_private_key
 from wire.topics import RegionTopics
 
 log = logging.getLogger(__name__)
+
+# Local-only baselines cost one model per turbine: past this many, an evenly spread sample of
+# the fleet is evaluated (the federated model is the same for all, so the sample is fair).
+EVAL_MAX_TURBINES = 2000
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,8 @@ class SimulationSettings:
     # Rounds close as soon as every node has reported; the deadline only bounds a stuck run.
     regional_deadline_s: float = 600.0
     night_gap_s: float = 1.0
+    evaluate: bool = True
+    report: bool = True
 
     def __post_init__(self) -> None:
         if self.turbines < 1 or self.regions < 1 or self.nights < 1:
@@ -85,6 +99,26 @@ async def _wait_online(endpoint: BrokerEndpoint, topic: str, registry: FleetRegi
 _MARKER = ".nacelle-simulation"
 
 
+def fleet_profile(fleet_seed: int, index: int, region_index: int) -> TurbineProfile:
+    """The vibration profile of the `index`-th turbine (in node id order) of a simulated fleet."""
+    return turbine_profile(fleet_seed * 1_000_003 + index, region_index)
+
+
+def _raise_open_file_limit(turbines: int) -> None:
+    """Every turbine holds a socket here and one in its regional broker (which inherits this
+    limit): the usual soft limit of 1024 would stop a fleet of a thousand at connect time."""
+    needed = turbines + 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise ServiceError(
+            f"{turbines} turbines need about {needed} open files, but this user may open {hard}: "
+            "raise the hard limit (ulimit -Hn, /etc/security/limits.conf) or simulate fewer"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
 class WorkdirError(ValueError):
     """The work directory holds something other than an earlier simulation."""
 
@@ -106,6 +140,8 @@ class Simulation:
         self.region_list = region_names(settings.regions)
         self.daemons: list[Any] = []
         self.stack = ExitStack()
+        self.profiles: dict[str, tuple[str, TurbineProfile]] = {}
+        self.influx_url = settings.influx_url or ""
 
     def _daemon(self, name: str, args: list[str]) -> None:
         process = start_process([sys.executable, "-m", "nacelle", *args], self.workdir / "logs" / f"{name}.log")
@@ -154,6 +190,7 @@ class Simulation:
     ) -> list[EdgeNode]:
         fleet = self.workdir / "fleet"
         trusted = cloud_keys(registry)
+        trainer = BatchTrainer(AutoencoderShape(), executor)
         nodes = []
         started = time.monotonic()
         for index, member in enumerate(sorted(registry.nodes.values(), key=lambda m: m.member_id)):
@@ -175,9 +212,11 @@ class Simulation:
                 signing_key=load_private_key(config.private_key_path),
                 trusted=trusted,
                 train_executor=executor,
+                trainer=trainer,
             )
-            profile = turbine_profile(self.settings.seed * 1_000_003 + index, self.region_list.index(member.region))
+            profile = fleet_profile(self.settings.seed, index, self.region_list.index(member.region))
             node.buffer.append(turbine_features(profile, self.settings.windows_per_turbine))
+            self.profiles[member.member_id] = (member.region, profile)
             nodes.append(node)
             if (index + 1) % max(1, len(registry.nodes) // 5) == 0:
                 _say(
@@ -185,10 +224,11 @@ class Simulation:
                 )
         return nodes
 
-    async def run(self) -> dict[str, Any]:
+    async def run(self) -> list[dict[str, Any]]:
+        """Start everything, run the nights, return the cloud's round records."""
         settings = self.settings
-        wall_started = time.monotonic()
         _prepare_workdir(self.workdir)
+        _raise_open_file_limit(settings.turbines)
         fleet = self.workdir / "fleet"
         registry = create_fleet(fleet, split_turbines(settings.turbines, self.region_list))
         _say(
@@ -207,6 +247,7 @@ class Simulation:
             influx = start_influxdb(self.workdir / "influxdb", database=settings.influx_database)
             self.stack.callback(influx.stop)
             influx_url = influx.url
+        self.influx_url = influx_url
         _say(f"  influxdb: {influx_url} database {settings.influx_database}")
         region_configs, cloud_config = self._configs(brokers, influx_url)
         for region, path in region_configs.items():
@@ -232,12 +273,7 @@ class Simulation:
                 task.cancel()
             await asyncio.gather(*node_tasks, return_exceptions=True)
 
-        summary = self._summary(records, influx_url, time.monotonic() - wall_started)
-        if settings.summary_json is not None:
-            settings.summary_json.parent.mkdir(parents=True, exist_ok=True)
-            settings.summary_json.write_text(json.dumps(summary, indent=2))
-            _say(f"summary: {settings.summary_json.resolve()}")
-        return summary
+        return records
 
     async def _follow_rounds(self, nodes: list[EdgeNode]) -> list[dict[str, Any]]:
         round_log = self.workdir / "state" / "cloud" / "rounds.jsonl"
@@ -271,26 +307,43 @@ class Simulation:
                 last_progress = time.monotonic()
             await asyncio.sleep(0.25)
 
-    def _summary(self, records: list[dict[str, Any]], influx_url: str, wall_s: float) -> dict[str, Any]:
+    def evaluate(self) -> dict[str, Any]:
+        """Detection quality of the final global model against local-only and centralized
+        baselines on the same turbines (see simulate.evaluation)."""
         settings = self.settings
-        rounds = [
-            {
-                key: record[key]
-                for key in (
-                    "round",
-                    "model_version",
-                    "status",
-                    "updates_accepted",
-                    "updates_rejected",
-                    "bytes_per_update_mean",
-                    "train_loss_mean",
-                    "seconds",
-                )
-            }
-            for record in records
-        ]
+        shape = AutoencoderShape()
+        names = list(weight_shapes(shape))
+        store = ModelStore(self.workdir / "state" / "cloud")
+        latest = store.latest(names)
+        if latest is None:
+            raise ServiceError("the cloud core stored no model")
+        first = store.load(store.versions()[0], names)
+        chosen = sorted(self.profiles)[:: max(1, math.ceil(len(self.profiles) / EVAL_MAX_TURBINES))]
+        started = time.monotonic()
+        _say(f"\nevaluating detection on {len(chosen)} turbines: federated vs local-only vs centralized")
+        training = [turbine_features(self.profiles[t][1], settings.windows_per_turbine) for t in chosen]
+        # Every baseline gets as many epochs as the federated run gave each node in total.
+        plan = TrainingConfig(epochs=settings.epochs * settings.nights)
+        local, central = train_baselines(first[1], training, plan, shape, seed=settings.seed)
+        _say(f"  baselines trained ({time.monotonic() - started:.1f}s)")
+        turbines = [eval_windows(t, *self.profiles[t]) for t in chosen]
+        models = {
+            "federated": score_model("federated", [latest[1]], turbines, shape),
+            "local_only": score_model("local_only", local, turbines, shape),
+            "centralized": score_model("centralized", [central], turbines, shape),
+        }
+        _say(f"  scored ({time.monotonic() - started:.1f}s)")
+        return {**detection_summary(models), "turbines_evaluated": len(chosen)}
+
+    def summary(self, records: list[dict[str, Any]], detection: dict[str, Any] | None, wall_s: float) -> dict[str, Any]:
+        settings = self.settings
+        keys = (
+            "round", "model_version", "status", "updates_accepted", "updates_rejected",
+            "bytes_per_update_mean", "train_loss_mean", "seconds", "regions",
+        )  # fmt: skip
+        rounds = [{key: record[key] for key in keys} for record in records]
         ok = len(rounds) == settings.nights and all(r["status"] == "published" for r in rounds)
-        return {
+        summary = {
             "ok": ok,
             "turbines": settings.turbines,
             "regions": settings.regions,
@@ -298,13 +351,39 @@ class Simulation:
             "nights": settings.nights,
             "rounds": rounds,
             "influx": {
-                "url": influx_url,
+                "url": self.influx_url,
                 "database": settings.influx_database,
                 "points_written": sum(record["points_written"] for record in records),
             },
             "workdir": str(self.workdir),
             "wall_seconds": round(wall_s, 1),
         }
+        if detection is not None:
+            summary["detection"] = detection
+        return summary
+
+
+def _print_detection(detection: dict[str, Any]) -> None:
+    models = detection["models"]
+    _say(
+        f"\ndetection ({detection['turbines_evaluated']} turbines; alert threshold per turbine at the "
+        f"{detection['threshold_quantile']:.0%} quantile of its own normal windows)"
+    )
+    _say(f"{'model':<12} {'AUC':>6} {'precision':>10} {'recall':>7} {'false alarms':>13} {'unseen regime':>14}")
+    for name in ("federated", "local_only", "centralized"):
+        m = models[name]
+        _say(
+            f"{name.replace('_', '-'):<12} {m['auc']:>6.3f} {m['precision']:>10.3f} {m['recall']:>7.3f} "
+            f"{m['false_alarm_rate_seen']:>13.1%} {m['false_alarm_rate_unseen']:>14.1%}"
+        )
+    for region, figures in sorted(models["federated"]["per_region"].items()):
+        local = models["local_only"]["per_region"][region]
+        central = models["centralized"]["per_region"][region]
+        _say(
+            f"  {region}: AUC federated {figures['auc']:.3f}, local-only {local['auc']:.3f}, "
+            f"centralized {central['auc']:.3f}; unseen-regime false alarms federated "
+            f"{figures['false_alarm_rate_unseen']:.1%}, local-only {local['false_alarm_rate_unseen']:.1%}"
+        )
 
 
 async def run_simulation(settings: SimulationSettings) -> dict[str, Any]:
@@ -312,11 +391,23 @@ async def run_simulation(settings: SimulationSettings) -> dict[str, Any]:
     # Thousands of turbines each logging every round would bury the table; warnings still show.
     logging.getLogger("edge_node").setLevel(logging.WARNING)
     logging.getLogger("broker").setLevel(logging.WARNING)
+    started = time.monotonic()
     simulation = Simulation(settings)
     with simulation.stack:
-        summary = await simulation.run()
+        records = await simulation.run()
+    # The services are stopped by now: the evaluation needs none of them, only the stored model.
+    detection = simulation.evaluate() if settings.evaluate else None
+    summary = simulation.summary(records, detection, time.monotonic() - started)
+    if detection is not None:
+        _print_detection(detection)
+    summary_path = settings.summary_json or simulation.workdir / "summary.json"
+    summary_path.parent.mkdir(parents=True, exist_ok=True)
+    summary_path.write_text(json.dumps(summary, indent=2))
+    _say(f"\nsummary: {summary_path.resolve()}")
+    if settings.report:
+        _say(f"report:  {write_report(summary, summary_path.with_name('report.html')).resolve()}")
     _say(
-        f"\n{'OK' if summary['ok'] else 'FAILED'}: {len(summary['rounds'])} rounds in {summary['wall_seconds']}s, "
+        f"{'OK' if summary['ok'] else 'FAILED'}: {len(summary['rounds'])} rounds in {summary['wall_seconds']}s, "
         f"{summary['influx']['points_written']} points written to InfluxDB"
     )
     return summary

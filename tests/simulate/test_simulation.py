@@ -3,6 +3,7 @@ InfluxDB, and the numbers InfluxDB holds afterwards match the summary."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -10,12 +11,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from cloud_core.model_store import ModelStore
+from learning.model import AutoencoderShape, weight_shapes
+from simulate.evaluation import eval_windows, score_model
 from simulate.influxdb_server import RunningInfluxDB, start_influxdb
-from simulate.run import SimulationSettings, run_simulation
+from simulate.run import SimulationSettings, fleet_profile, run_simulation
 
 pytestmark = [pytest.mark.broker, pytest.mark.influx, pytest.mark.slow]
 
@@ -34,24 +40,32 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
-@pytest.fixture
-def influx(tmp_path: Path) -> Iterator[RunningInfluxDB]:
-    with start_influxdb(tmp_path / "influxdb") as server:
-        yield server
+@dataclass(frozen=True)
+class SimulatedRun:
+    settings: SimulationSettings
+    summary: dict[str, Any]
+    influx: RunningInfluxDB
 
 
-async def test_influxdb_answers_with_the_numbers_of_the_summary(tmp_path: Path, influx: RunningInfluxDB) -> None:
-    settings = SimulationSettings(
-        turbines=12,
-        regions=2,
-        nights=2,
-        windows_per_turbine=96,
-        workdir=tmp_path / "sim",
-        summary_json=tmp_path / "summary.json",
-        influx_url=influx.url,
-    )
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatedRun]:
+    """One small run shared by the tests of this module: it is the slow part."""
+    tmp_path = tmp_path_factory.mktemp("simulated")
+    with start_influxdb(tmp_path / "influxdb") as influx:
+        settings = SimulationSettings(
+            turbines=12,
+            regions=2,
+            nights=2,
+            windows_per_turbine=96,
+            workdir=tmp_path / "sim",
+            summary_json=tmp_path / "summary.json",
+            influx_url=influx.url,
+        )
+        yield SimulatedRun(settings, asyncio.run(run_simulation(settings)), influx)
 
-    summary = await run_simulation(settings)
+
+def test_influxdb_answers_with_the_numbers_of_the_summary(simulated: SimulatedRun) -> None:
+    summary, influx, settings = simulated.summary, simulated.influx, simulated.settings
 
     assert summary["ok"] and json.loads(settings.summary_json.read_text()) == summary
     rows = influx.query_rows(
@@ -74,6 +88,39 @@ async def test_influxdb_answers_with_the_numbers_of_the_summary(tmp_path: Path, 
     stored = sum(influx.query_rows(f'SELECT count("round") FROM "{m}"')[0]["count"] for m in measurements)
     assert stored == summary["influx"]["points_written"] > 0
     assert processes_mentioning(str(settings.workdir)) == []
+
+
+def test_detection_figures_come_from_the_models_the_run_produced(simulated: SimulatedRun) -> None:
+    detection = simulated.summary["detection"]
+    shape = AutoencoderShape()
+    store = ModelStore(simulated.settings.workdir / "state" / "cloud")
+    version, weights = store.latest(list(weight_shapes(shape)))  # type: ignore[misc]
+    regions = ["offshore", "onshore"]
+    nodes = sorted(f"{region}-t{i:05d}" for region in regions for i in range(1, 7))
+
+    assert version.version == 2  # the model of the last night, not the initial one
+    assert set(detection) >= {
+        "auc_federated", "auc_local_only", "auc_centralized",
+        "false_alarm_rate_unseen_regime_federated", "false_alarm_rate_unseen_regime_local_only",
+    }  # fmt: skip
+    assert detection["turbines_evaluated"] == 12
+    # Scoring the stored global model again on the same turbines gives the reported figures.
+    turbines = [
+        eval_windows(node, region, fleet_profile(simulated.settings.seed, index, regions.index(region)))
+        for index, node in enumerate(nodes)
+        for region in [node.split("-t")[0]]
+    ]
+    rescored = score_model("federated", [weights], turbines, shape)
+    assert rescored["auc"] == pytest.approx(detection["auc_federated"])
+    assert detection["auc_local_only"] != pytest.approx(detection["auc_federated"])
+    assert 0.5 < detection["auc_centralized"] <= 1.0
+
+
+def test_report_is_written_next_to_the_summary_with_the_detection_table(simulated: SimulatedRun) -> None:
+    report = simulated.settings.summary_json.with_name("report.html").read_text()
+
+    assert f"{simulated.summary['detection']['auc_federated']:.3f}" in report
+    assert report.count("<img") >= 4
 
 
 def nacelle(*args: str) -> list[str]:
