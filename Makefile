@@ -2,9 +2,9 @@
 # .venv, pip packages) and stops every process it started, also on failure or Ctrl-C.
 .PHONY: demo test setup lint
 
-TURBINES ?= 200
+TURBINES ?= 300
 REGIONS ?= 2
-NIGHTS ?= 3
+NIGHTS ?= 12
 RUN_DIR ?= runs/demo
 
 setup:

@@ -32,9 +32,11 @@ class ScheduleConfig(BaseModel):
 class TrainingPlanConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    epochs: int = Field(2, ge=1, le=1000)
+    # FedAvg progresses by one local run per round: a few epochs per night let a fleet converge
+    # within a couple of weeks of nights without drifting apart on non-IID data.
+    epochs: int = Field(5, ge=1, le=1000)
     batch_size: int = Field(32, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
+    learning_rate: float = Field(3e-3, gt=0)
     codec: Codec = "int8-zstd"
 
 

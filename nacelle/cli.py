@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--turbines", type=_positive_int, default=200, help="fleet size (default 200)")
     sim.add_argument("--regions", type=_positive_int, default=2, help="number of regions (default 2)")
     sim.add_argument("--nights", type=_positive_int, default=2, help="rounds to run (default 2)")
-    sim.add_argument("--epochs", type=_positive_int, default=2, help="local epochs per round (default 2)")
+    sim.add_argument("--epochs", type=_positive_int, default=5, help="local epochs per round (default 5)")
     sim.add_argument("--windows", type=_positive_int, default=256, help="feature windows per turbine (default 256)")
     sim.add_argument("--seed", type=int, default=0, help="seed of the synthetic fleet (default 0)")
     sim.add_argument(

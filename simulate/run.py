@@ -24,6 +24,7 @@ import aiomqtt
 import torch
 
 from broker import FleetBrokers, start_fleet_brokers
+from cloud_core.config import TrainingPlanConfig
 from cloud_core.model_store import ModelStore
 from edge_node.config import EdgeConfig
 from edge_node.node import EdgeNode, cloud_keys
@@ -63,7 +64,8 @@ class SimulationSettings:
     nights: int = 2
     workdir: Path = Path("runs/sim")
     summary_json: Path | None = None
-    epochs: int = 2
+    epochs: int = TrainingPlanConfig().epochs
+    learning_rate: float = TrainingPlanConfig().learning_rate
     windows_per_turbine: int = 256
     seed: int = 0
     influx_url: str | None = None
@@ -179,7 +181,7 @@ class Simulation:
                     "regional_deadline_s": self.settings.regional_deadline_s,
                     "global_deadline_s": self.settings.regional_deadline_s + 60.0,
                 },
-                "training": {"epochs": self.settings.epochs},
+                "training": {"epochs": self.settings.epochs, "learning_rate": self.settings.learning_rate},
                 "influx": {"url": influx_url, "database": self.settings.influx_database},
             },
         )
@@ -323,7 +325,7 @@ class Simulation:
         _say(f"\nevaluating detection on {len(chosen)} turbines: federated vs local-only vs centralized")
         training = [turbine_features(self.profiles[t][1], settings.windows_per_turbine) for t in chosen]
         # Every baseline gets as many epochs as the federated run gave each node in total.
-        plan = TrainingConfig(epochs=settings.epochs * settings.nights)
+        plan = TrainingConfig(epochs=settings.epochs * settings.nights, learning_rate=settings.learning_rate)
         local, central = train_baselines(first[1], training, plan, shape, seed=settings.seed)
         _say(f"  baselines trained ({time.monotonic() - started:.1f}s)")
         turbines = [eval_windows(t, *self.profiles[t]) for t in chosen]

@@ -54,7 +54,7 @@ async def test_node_offline_during_round_gets_newest_model_on_reconnect(
     core = fleet.cloud(
         tmp_path / "cloud",
         regions=["offshore"],
-        schedule={"regional_deadline_s": 3, "global_deadline_s": 10},
+        schedule={"regional_deadline_s": 8, "global_deadline_s": 15},
     )
 
     [record] = await asyncio.wait_for(core.run(max_rounds=1), timeout=30)

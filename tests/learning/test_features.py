@@ -48,11 +48,11 @@ def test_a_pure_tone_puts_its_largest_feature_in_its_band(
 
 
 def test_band_of_frequency_of_the_default_layout() -> None:
-    # 512 samples at 2048 Hz: 4 Hz FFT bins, 4 bins (16 Hz) per band, DC left out.
-    assert band_of_frequency(4.0, SAMPLE_RATE_HZ, WINDOW_SAMPLES) == 0
-    assert band_of_frequency(16.0, SAMPLE_RATE_HZ, WINDOW_SAMPLES) == 0
-    assert band_of_frequency(20.0, SAMPLE_RATE_HZ, WINDOW_SAMPLES) == 1
-    assert band_of_frequency(1024.0, SAMPLE_RATE_HZ, WINDOW_SAMPLES) == 63
+    # 1024 samples at 1280 Hz: 1.25 Hz FFT bins, 8 bins (10 Hz) per band, DC left out.
+    assert band_of_frequency(1.25, SAMPLE_RATE_HZ, WINDOW_SAMPLES) == 0
+    assert band_of_frequency(10.0, SAMPLE_RATE_HZ, WINDOW_SAMPLES) == 0
+    assert band_of_frequency(11.25, SAMPLE_RATE_HZ, WINDOW_SAMPLES) == 1
+    assert band_of_frequency(640.0, SAMPLE_RATE_HZ, WINDOW_SAMPLES) == 63
 
 
 def test_features_are_unchanged_when_the_signal_is_scaled_by_a_gain() -> None:

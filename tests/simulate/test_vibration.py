@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.signal import hilbert
 
-from learning.features import band_of_frequency
+from learning.features import band_of_frequency, spectral_features
 from simulate.vibration import (
     ANTI_ALIAS_PASSBAND_HZ,
     BPFO_ORDER,
@@ -71,14 +71,31 @@ def _far_from(bands: list[int]) -> list[int]:
 # -- layout -------------------------------------------------------------------------------------
 
 
-def test_windows_are_float32_rows_of_1024_samples_and_features_are_64_bands() -> None:
+def test_windows_are_rows_of_1024_samples_and_features_are_64_bands() -> None:
     profile = turbine_profile(1, OFFSHORE)
 
     windows = raw_windows(profile, 5)
     features = turbine_features(profile, 5)
 
-    assert windows.shape == (5, WINDOW_SAMPLES) and windows.dtype == np.float32
+    assert windows.shape == (5, WINDOW_SAMPLES) and windows.dtype == np.float64
     assert features.shape == (5, N_FEATURES) and features.dtype == np.float32
+
+
+def test_features_of_many_windows_are_the_spectral_features_of_the_raw_windows() -> None:
+    profile = turbine_profile(1, ONSHORE)  # 100 windows: several synthesis chunks and a partial one
+
+    features = turbine_features(profile, 100, offset=4, fault=Fault.GEAR_WEAR, severity=0.5)
+
+    np.testing.assert_array_equal(
+        features, spectral_features(raw_windows(profile, 100, offset=4, fault=Fault.GEAR_WEAR, severity=0.5))
+    )
+
+
+def test_zero_windows_give_empty_arrays() -> None:
+    profile = turbine_profile(1, ONSHORE)
+
+    assert raw_windows(profile, 0).shape == (0, WINDOW_SAMPLES)
+    assert turbine_features(profile, 0).shape == (0, N_FEATURES)
 
 
 def test_each_feature_band_is_10_hz_wide() -> None:
@@ -250,6 +267,17 @@ def test_an_onshore_turbine_in_its_unseen_regime_puts_the_mesh_in_bands_its_trai
 
     assert unseen.name == "storm"
     assert _mesh_bands([profile], 1024).isdisjoint(_mesh_bands([profile], 1024, unseen))
+
+
+def test_every_storm_window_has_more_energy_in_its_mesh_band_than_any_training_window_there() -> None:
+    profile = turbine_profile(10, ONSHORE)
+    storm = unseen_regime(profile)
+    training = turbine_features(profile, 256)
+
+    unseen = turbine_features(profile, 64, offset=1, regime=storm)
+
+    mesh_bands = [_band(GEAR_TEETH * f) for f in shaft_frequencies(profile, 64, offset=1, regime=storm)]
+    assert np.all(unseen[np.arange(64), mesh_bands] > training[:, mesh_bands].max(axis=0) + 0.5)
 
 
 def test_the_storm_of_an_onshore_turbine_is_normal_offshore_wind() -> None:
