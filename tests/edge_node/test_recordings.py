@@ -20,24 +20,11 @@ from edge_node.config import EdgeConfig, RecordingsConfig
 from edge_node.recordings import RecordingError, RecordingIngestor, load_recording, recording_windows
 from learning.features import band_of_frequency, spectral_features
 from nacelle.config import ConfigError, build_config, load_config, write_config
+from tests.nacelle.test_config import EDGE
 
 RATE = 2048.0
 WINDOW = 1024
 TONE_HZ = 300.0
-EDGE = {
-    "node_id": "north-t00001",
-    "region": "north",
-    "registry_path": "/etc/nacelle/registry.json",
-    "private_key_path": "/etc/nacelle/north-t00001.pem",
-    "data_dir": "/var/lib/nacelle",
-}
-
-
-@pytest.fixture(autouse=True)
-def _no_nacelle_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("NACELLE_"):
-            monkeypatch.delenv(name)
 
 
 def tone(frequency_hz: float, samples: int, *, noise: float = 0.0, seed: int = 0) -> np.ndarray:

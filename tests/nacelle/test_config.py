@@ -3,7 +3,6 @@ validated; every refusal is a ConfigError naming the file and the field."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -31,13 +30,6 @@ EDGE = {
     "private_key_path": "/etc/nacelle/north-t00001.pem",
     "data_dir": "/var/lib/nacelle",
 }
-
-
-@pytest.fixture(autouse=True)
-def _no_nacelle_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("NACELLE_"):
-            monkeypatch.delenv(name)
 
 
 def _file(tmp_path: Path, values: dict[str, object]) -> Path:
