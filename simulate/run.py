@@ -281,7 +281,7 @@ class Simulation:
         round_log = self.workdir / "state" / "cloud" / "rounds.jsonl"
         cloud = self.daemons[-1]
         printed = 0
-        last_progress = 0.0
+        last_progress, last_trained = 0.0, 0
         _say(
             f"\n{'round':>5} {'model':>6} {'accepted':>9} {'rejected':>9} {'bytes/update':>13} "
             f"{'train loss':>11} {'seconds':>8}"
@@ -304,9 +304,9 @@ class Simulation:
                 return records
             if time.monotonic() - last_progress > 5:
                 trained = sum(1 for n in nodes if n.state.last_trained_round > printed)
-                if 0 < trained < len(nodes):
+                if 0 < trained < len(nodes) and trained != last_trained:
                     _say(f"  round {printed + 1}: {trained}/{len(nodes)} turbines trained and published")
-                last_progress = time.monotonic()
+                last_progress, last_trained = time.monotonic(), trained
             await asyncio.sleep(0.25)
 
     def evaluate(self) -> dict[str, Any]:
