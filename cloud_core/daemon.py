@@ -133,13 +133,10 @@ class CloudCore:
     def _accept_partial(self, payload: bytes, topic_region: str) -> None:
         aggregator = self.registry.aggregators.get(topic_region)
 
-        def aggregator_key(sender: str):
-            return self.registry.public_key(sender) if aggregator and sender == aggregator.member_id else None
-
         envelope = open_envelope(
             payload,
             max_bytes=self.config.max_partial_bytes,
-            keys=aggregator_key,
+            keys=self.registry.keys_for(*([aggregator.member_id] if aggregator else [])),
             expected_kind=Kind.PARTIAL,
         )
         if envelope.region != topic_region:

@@ -65,12 +65,6 @@ def training_decision(
     return Decision(True, "ok")
 
 
-def cloud_keys(registry: FleetRegistry) -> KeyLookup:
-    """Nodes trust round announcements and models from the cloud identity alone."""
-    cloud_id, cloud_key = registry.cloud.member_id, registry.public_key(registry.cloud.member_id)
-    return lambda sender: cloud_key if sender == cloud_id else None
-
-
 class EdgeNode:
     def __init__(
         self,
@@ -130,7 +124,7 @@ class EdgeNode:
         return cls(
             config,
             signing_key=load_private_key(config.private_key_path),
-            trusted=cloud_keys(registry),
+            trusted=registry.keys_for(registry.cloud.member_id),
         )
 
     async def _on_connect(self) -> None:

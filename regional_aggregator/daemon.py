@@ -100,7 +100,7 @@ class RegionalAggregator:
             envelope = open_envelope(
                 payload,
                 max_bytes=self.config.max_update_bytes,
-                keys=lambda s: self.registry.public_key(s) if s == cloud.member_id else None,
+                keys=self.registry.keys_for(cloud.member_id),
                 expected_kind=Kind.ROUND,
             )
             announcement = parse_round(envelope)

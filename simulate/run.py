@@ -27,7 +27,7 @@ from broker import FleetBrokers, start_fleet_brokers
 from cloud_core.config import TrainingPlanConfig
 from cloud_core.model_store import ModelStore
 from edge_node.config import EdgeConfig
-from edge_node.node import EdgeNode, cloud_keys
+from edge_node.node import EdgeNode
 from learning.model import AutoencoderShape, weight_shapes
 from learning.training import TrainingConfig
 from nacelle.config import BrokerEndpoint, build_config, write_config
@@ -191,7 +191,7 @@ class Simulation:
         self, registry: FleetRegistry, brokers: FleetBrokers, executor: ThreadPoolExecutor
     ) -> list[EdgeNode]:
         fleet = self.workdir / "fleet"
-        trusted = cloud_keys(registry)
+        trusted = registry.keys_for(registry.cloud.member_id)
         trainer = BatchTrainer(AutoencoderShape(), executor)
         nodes = []
         started = time.monotonic()

@@ -15,6 +15,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from wire.envelope import KeyLookup
 from wire.signing import KeyFileError, parse_public_key
 from wire.topics import check_identifier
 
@@ -73,6 +74,12 @@ class FleetRegistry:
 
     def public_key(self, member_id: str) -> Ed25519PublicKey | None:
         return self._keys.get(member_id)
+
+    def keys_for(self, *member_ids: str) -> KeyLookup:
+        """A key lookup that knows only `member_ids`: the senders a receiver accepts a kind of
+        message from (the cloud for models and rounds, a region's aggregator for its partial)."""
+        allowed = frozenset(member_ids)
+        return lambda sender: self.public_key(sender) if sender in allowed else None
 
     def nodes_in(self, region: str) -> list[Member]:
         return [node for node in self.nodes.values() if node.region == region]

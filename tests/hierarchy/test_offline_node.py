@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edge_node.config import EdgeConfig
-from edge_node.node import EdgeNode, cloud_keys
+from edge_node.node import EdgeNode
 from learning.model import AutoencoderShape, initial_weights
 from nacelle.config import build_config
 from nacelle.keys import key_path, registry_path
@@ -38,7 +38,9 @@ def edge_node(fleet: Fleet, node_id: str, data_dir: Path) -> EdgeNode:
             "device": "cpu",
         },
     )
-    node = EdgeNode(config, signing_key=fleet.node_key(node_id), trusted=cloud_keys(fleet.registry))
+    node = EdgeNode(
+        config, signing_key=fleet.node_key(node_id), trusted=fleet.registry.keys_for(fleet.registry.cloud.member_id)
+    )
     node.buffer.append(turbine_features(turbine_profile(hash(node_id) % 1000, 0), 96))
     return node
 
