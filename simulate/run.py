@@ -74,7 +74,6 @@ class SimulationSettings:
     regional_deadline_s: float = 600.0
     night_gap_s: float = 1.0
     evaluate: bool = True
-    report: bool = True
 
     def __post_init__(self) -> None:
         if self.turbines < 1 or self.regions < 1 or self.nights < 1:
@@ -406,8 +405,7 @@ async def run_simulation(settings: SimulationSettings) -> dict[str, Any]:
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(json.dumps(summary, indent=2))
     _say(f"\nsummary: {summary_path.resolve()}")
-    if settings.report:
-        _say(f"report:  {write_report(summary, summary_path.with_name('report.html')).resolve()}")
+    _say(f"report:  {write_report(summary, summary_path.with_name('report.html')).resolve()}")
     _say(
         f"{'OK' if summary['ok'] else 'FAILED'}: {len(summary['rounds'])} rounds in {summary['wall_seconds']}s, "
         f"{summary['influx']['points_written']} points written to InfluxDB"
