@@ -5,7 +5,7 @@
 - nacelle_region:    region | round, reported, expected, accepted, rejected, total_weight,
                      bytes_per_update_mean
 - nacelle_rejection: region, reason | round, count
-- nacelle_node:      region, node | round, num_samples, train_loss, update_bytes
+- nacelle_node:      region, node | round, num_samples, train_loss, update_bytes, outlier_score
 - nacelle_model:     (none) | version, parent_version, round
 
 Tags hold only bounded sets (status, region, reason) plus the node id on nacelle_node: one
@@ -68,6 +68,7 @@ def round_points(record: RoundRecord, cloud_round: CloudRound, parent_version: i
                 .field("num_samples", node.num_samples)
                 .field("train_loss", float(node.train_loss))
                 .field("update_bytes", node.update_bytes)
+                .field("outlier_score", float(node.outlier_score))
             )
     if record.status == "published":
         points.append(

@@ -45,6 +45,10 @@ class WeightedSum:
     def sums(self) -> Weights:
         return {name: total.astype(np.float32) for name, total in self._sums.items()}
 
+    def weighted_sum(self, name: str) -> np.ndarray:
+        """One tensor's sum in full (float64) precision."""
+        return self._sums[name].copy()
+
 
 @dataclass(frozen=True)
 class Partial:

@@ -4,11 +4,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from learning.robust import Aggregate, RobustPolicy
 from nacelle.config import BrokerEndpoint, DaemonSettings
 from wire.topics import check_identifier
+
+
+class RobustSettings(BaseModel):
+    """`[robust]`: how the region combines its updates (see learning.robust)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # fedavg is exact and streams; trimmed_mean and median resist a minority of poisoned
+    # updates at the cost of holding the round's updates in memory at close.
+    aggregate: Aggregate = Aggregate.FEDAVG
+    trim_fraction: float = Field(0.2, ge=0.0, lt=0.5)
+    # Clip each update to this multiple of the round's median update norm; 0 turns it off.
+    clip_multiplier: float = Field(3.0, ge=0.0)
+    # Nodes scoring above this (distance to consensus / typical distance) are logged as
+    # suspected of poisoning, for the operator to look at and perhaps suspend.
+    outlier_warning: float = Field(4.0, gt=0.0)
+
+    def policy(self) -> RobustPolicy:
+        return RobustPolicy(self.aggregate, self.trim_fraction, self.clip_multiplier or None)
 
 
 class RegionConfig(DaemonSettings):
@@ -28,6 +48,10 @@ class RegionConfig(DaemonSettings):
     max_clock_skew_s: float = Field(300.0, gt=0)
     # Updates that arrive before their round's announcement are held, up to this many.
     max_early_updates: int = Field(50_000, ge=0)
+    robust: RobustSettings = RobustSettings()
+    # Each accepted update is fsynced to the update log before the broker gets its ack; off
+    # only where losing the last updates to a power cut is acceptable (the simulator's tmpfs).
+    fsync_updates: bool = True
 
     @field_validator("region")
     @classmethod

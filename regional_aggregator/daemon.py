@@ -8,20 +8,23 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from learning.model import AutoencoderShape, weight_shapes
+from learning.robust import RegionAggregate, WeightedUpdate, aggregate_region, flatten
+from nacelle.files import write_atomically
 from nacelle.mqtt import MqttSession, SessionSpec
 from regional_aggregator.config import RegionConfig
 from regional_aggregator.round_state import RegionalRound
-from regional_aggregator.validation import UpdateLimits, validate_update
+from regional_aggregator.update_log import UpdateLog
+from regional_aggregator.validation import UpdateLimits, decode_logged, validate_update
 from wire.envelope import Kind, open_envelope, seal
 from wire.errors import RejectedMessage, RejectReason
-from wire.messages import parse_round, partial_envelope, status_envelope
-from wire.registry import FleetRegistry, NodeStatus
+from wire.messages import NodeUpdate, parse_round, partial_envelope, status_envelope
+from wire.registry import FleetRegistry, NodeStatus, RegistryError
 from wire.signing import load_private_key
 from wire.topics import ROUND_TOPIC, RegionTopics
 
@@ -53,11 +56,13 @@ class RegionalAggregator:
         self.topics = RegionTopics(config.region)
         self.round: RegionalRound | None = None
         self._deadline_task: asyncio.Task[None] | None = None
-        self._early: list[tuple[bytes, str]] = []
+        self._registry_mtime = config.registry_path.stat().st_mtime_ns if config.registry_path.exists() else None
         self._unassigned_rejections: Counter[str] = Counter()
         self.rejections: Counter[str] = Counter()
         self.partials_published = 0
         config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.log = UpdateLog(config.state_dir / "updates", fsync=config.fsync_updates)
+        self._held = sum(1 for _ in self.log.read(None))  # updates held for a round not yet announced
         self._state_path = config.state_dir / "aggregator.json"
         self.last_closed_round = (
             json.loads(self._state_path.read_text())["last_closed_round"] if self._state_path.exists() else 0
@@ -69,6 +74,7 @@ class RegionalAggregator:
                 endpoint=config.broker,
                 subscriptions=(ROUND_TOPIC, self.topics.update_filter),
                 will=aiomqtt.Will(self.topics.status(self.aggregator_id), offline, qos=1, retain=True),
+                manual_ack=True,
             ),
             handler=self._on_message,
             on_connect=self._on_connect,
@@ -112,46 +118,87 @@ class RegionalAggregator:
             return  # the retained announcement of a round we already handled
         if self.round is not None:
             await self._close(f"superseded by round {announcement.round_id}")
+        self._reload_registry()
         expected = frozenset(
             n.member_id for n in self.registry.nodes_in(self.config.region) if n.status is NodeStatus.ACTIVE
         )
         self.round = RegionalRound.open(self.config.region, announcement, expected, self._shapes)
         self.round.rejected.update(self._unassigned_rejections)
         self._unassigned_rejections.clear()
+        for stale in self.log.rounds():
+            if stale != announcement.round_id:
+                self.log.discard(stale)  # a round that closed, or one the cloud moved past while we were down
+        replayed = 0
+        for node_id, logged in self.log.read(announcement.round_id):
+            replayed += self._replay(logged, node_id)
         log.info(
-            "region %s opened round %d (base v%d, %d nodes expected, deadline in %.0fs)",
+            "region %s opened round %d (base v%d, %d nodes expected, deadline in %.0fs%s)",
             self.config.region,
             announcement.round_id,
             announcement.base_version,
             len(expected),
             announcement.regional_deadline - self._clock(),
+            f", {replayed} updates recovered from the log" if replayed else "",
         )
         self._deadline_task = asyncio.create_task(self._close_at_deadline(self.round))
-        early, self._early = self._early, []
-        for early_payload, node_id in early:
+        held = self.log.start_early_replay()
+        self._held = 0
+        for node_id, early_payload in held:
             await self._on_update(early_payload, node_id)
+        self.log.finish_early_replay()  # only now: each is in its round's log, held again or refused
+        if self.round is not None and self.round.complete():
+            await self._close("every expected node reported")
+
+    def _reload_registry(self) -> None:
+        """Pick up the operator's suspensions (`nacelle registry suspend`) at each round."""
+        path = self.config.registry_path
+        try:
+            mtime = path.stat().st_mtime_ns
+            if mtime != self._registry_mtime:
+                self.registry = FleetRegistry.load(path)
+                self._registry_mtime = mtime
+        except (OSError, RegistryError) as exc:
+            log.error("region %s keeps its registry: reloading %s failed: %s", self.config.region, path, exc)
+
+    def _validate(self, payload: bytes, topic_node_id: str) -> NodeUpdate:
+        open_round = self.round
+        return validate_update(
+            payload,
+            topic_node_id,
+            region=self.config.region,
+            registry=self.registry,
+            open_round=open_round.announcement if open_round else None,
+            counted=open_round.nodes if open_round else (),
+            shapes=self._shapes,
+            limits=self._limits,
+            now=self._clock(),
+        )
+
+    def _replay(self, payload: bytes, node_id: str) -> int:
+        """Count an update from the log again after a restart (it was accepted before)."""
+        assert self.round is not None
+        try:
+            update = self._validate(payload, node_id)
+        except RejectedMessage as exc:
+            log.warning("region %s drops a logged update of %s on replay: %s", self.config.region, node_id, exc)
+            return 0
+        self.round.accept(update, len(payload))
+        return 1
 
     async def _on_update(self, payload: bytes, topic_node_id: str) -> None:
-        open_round = self.round
         try:
-            update = validate_update(
-                payload,
-                topic_node_id,
-                region=self.config.region,
-                registry=self.registry,
-                open_round=open_round.announcement if open_round else None,
-                counted=open_round.nodes if open_round else (),
-                shapes=self._shapes,
-                limits=self._limits,
-                now=self._clock(),
-            )
+            update = self._validate(payload, topic_node_id)
         except RejectedMessage as exc:
-            if exc.reason in _EARLY and len(self._early) < self.config.max_early_updates:
-                self._early.append((payload, topic_node_id))
+            if exc.reason in _EARLY and self._held < self.config.max_early_updates:
+                self.log.append(None, topic_node_id, payload)
+                self._held += 1
                 return
             self._refuse("update", topic_node_id, exc)
             return
+        open_round = self.round
         assert open_round is not None
+        # On disk before the broker is acknowledged (MqttSession acks after this handler).
+        self.log.append(open_round.round_id, topic_node_id, payload)
         open_round.accept(update, len(payload))
         if open_round.complete():
             await self._close("every expected node reported")
@@ -169,23 +216,54 @@ class RegionalAggregator:
         if self.round is regional_round:
             await self._close("deadline")
 
+    def _aggregate(self, closing: RegionalRound) -> RegionAggregate | None:
+        if not closing.nodes:
+            return None
+        codec = closing.announcement.codec
+
+        def updates() -> Iterator[WeightedUpdate]:
+            seen: set[str] = set()
+            for node_id, payload in self.log.read(closing.round_id):
+                if node_id in closing.nodes and node_id not in seen:
+                    seen.add(node_id)
+                    update = decode_logged(payload, self.registry, self._shapes, self._limits, codec)
+                    yield WeightedUpdate(node_id, float(update.num_samples), flatten(update.delta))
+
+        return aggregate_region(updates, closing.norms.values(), self.config.robust.policy())
+
     async def _close(self, why: str) -> None:
         closing, self.round = self.round, None
         if closing is None:
             return
         if self._deadline_task is not None and self._deadline_task is not asyncio.current_task():
             self._deadline_task.cancel()
-        partial = closing.to_partial()
+        aggregate = self._aggregate(closing)
+        partial = closing.to_partial(aggregate)
         payload = seal(partial_envelope(partial, self.aggregator_id, self._clock()), self._key)
         await self.session.publish(self.topics.partial, payload)
         self.last_closed_round = closing.round_id
-        self._state_path.write_text(json.dumps({"last_closed_round": closing.round_id}))
+        write_atomically(self._state_path, json.dumps({"last_closed_round": closing.round_id}).encode())
+        self.log.discard(closing.round_id)
         self.partials_published += 1
+        suspects = sorted(
+            (n.outlier_score, n.node_id) for n in partial.nodes if n.outlier_score > self.config.robust.outlier_warning
+        )
+        for score, node_id in suspects:
+            log.warning(
+                "region %s round %d: %s's update is %.1f times further from the consensus than is typical "
+                "(suspected poisoning; `nacelle registry suspend %s` refuses its updates)",
+                self.config.region,
+                closing.round_id,
+                node_id,
+                score,
+                node_id,
+            )
         log.info(
-            "region %s closed round %d (%s): %d/%d nodes, %d refused, weight %.0f, partial %d bytes",
+            "region %s closed round %d (%s, %s): %d/%d nodes, %d refused, weight %.0f, partial %d bytes",
             self.config.region,
             closing.round_id,
             why,
+            self.config.robust.aggregate.value,
             partial.accepted,
             partial.expected,
             sum(partial.rejected.values()),

@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Container
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from wire.codec import Shapes
-from wire.envelope import Kind, open_envelope
+from wire.envelope import KeyLookup, Kind, open_envelope
 from wire.errors import RejectedMessage, RejectReason
 from wire.messages import NodeUpdate, RoundAnnouncement, parse_update
 from wire.registry import FleetRegistry, NodeStatus
@@ -18,6 +20,22 @@ class UpdateLimits:
     max_bytes: int
     max_samples: int
     max_clock_skew_s: float
+
+
+def _node_keys(registry: FleetRegistry) -> KeyLookup:
+    def node_key(sender: str) -> Ed25519PublicKey | None:  # only nodes send updates, not aggregators
+        return registry.public_key(sender) if sender in registry.nodes else None
+
+    return node_key
+
+
+def decode_logged(
+    payload: bytes, registry: FleetRegistry, shapes: Shapes, limits: UpdateLimits, codec: str
+) -> NodeUpdate:
+    """An update read back from the update log: it passed `validate_update` when it arrived,
+    so only what it carries is checked again (the signature too: the log is a file on disk)."""
+    envelope = open_envelope(payload, max_bytes=limits.max_bytes, keys=_node_keys(registry), expected_kind=Kind.UPDATE)
+    return parse_update(envelope, shapes, max_samples=limits.max_samples, codec=codec)
 
 
 def validate_update(
@@ -32,10 +50,7 @@ def validate_update(
     limits: UpdateLimits,
     now: float,
 ) -> NodeUpdate:
-    def node_key(sender: str):  # only registered nodes may send updates, not aggregators
-        return registry.public_key(sender) if sender in registry.nodes else None
-
-    envelope = open_envelope(payload, max_bytes=limits.max_bytes, keys=node_key, expected_kind=Kind.UPDATE)
+    envelope = open_envelope(payload, max_bytes=limits.max_bytes, keys=_node_keys(registry), expected_kind=Kind.UPDATE)
     sender = envelope.sender
     if sender != topic_node_id:
         raise RejectedMessage(RejectReason.TOPIC_MISMATCH, f"{sender!r} published on {topic_node_id!r}'s topic")

@@ -10,7 +10,8 @@ RejectedMessage. Tensor payloads go through `wire.codec`; this module does no I/
 | update  | round / base version           | delta (tensors, codec of the round), num_samples,          |
 |         |                                | train_loss                                                 |
 | partial | round / base version           | weighted_sum (fp32-zstd), total_weight, expected,          |
-|         |                                | rejected {reason: count}, nodes [[id, samples, loss, bytes]]|
+|         |                                | rejected {reason: count},                                  |
+|         |                                | nodes [[id, samples, loss, bytes, outlier score]]          |
 | status  | 0 / model version the sender has | state ("online" / "offline")                             |
 """
 
@@ -158,6 +159,9 @@ class NodeSummary:
     num_samples: int
     train_loss: float
     update_bytes: int
+    # Distance to the region's consensus over the typical distance (learning.robust); 0 from
+    # aggregators that predate it.
+    outlier_score: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -182,7 +186,7 @@ def partial_envelope(partial: RegionalPartial, sender: str, created_at: float) -
         "total_weight": partial.total_weight,
         "expected": partial.expected,
         "rejected": dict(partial.rejected),
-        "nodes": [[n.node_id, n.num_samples, n.train_loss, n.update_bytes] for n in partial.nodes],
+        "nodes": [[n.node_id, n.num_samples, n.train_loss, n.update_bytes, n.outlier_score] for n in partial.nodes],
     }
     return Envelope(
         Kind.PARTIAL,
@@ -196,16 +200,20 @@ def partial_envelope(partial: RegionalPartial, sender: str, created_at: float) -
 
 
 def _node_summary(entry: object) -> NodeSummary:
-    if not isinstance(entry, list) or len(entry) != 4:
-        raise RejectedMessage(RejectReason.MALFORMED, "node summary must be [id, samples, loss, bytes]")
-    node_id, samples, loss, size = entry
-    if not (isinstance(node_id, str) and all(type(v) is int for v in (samples, size)) and type(loss) in (int, float)):
+    if not isinstance(entry, list) or len(entry) not in (4, 5):
+        raise RejectedMessage(RejectReason.MALFORMED, "node summary must be [id, samples, loss, bytes, score]")
+    node_id, samples, loss, size, score = entry if len(entry) == 5 else [*entry, 0.0]
+    if not (
+        isinstance(node_id, str)
+        and all(type(v) is int for v in (samples, size))
+        and all(type(v) in (int, float) for v in (loss, score))
+    ):
         raise RejectedMessage(RejectReason.MALFORMED, f"node summary {entry!r} is mistyped")
-    if not math.isfinite(loss):
-        raise RejectedMessage(RejectReason.NON_FINITE, f"node {node_id!r} reports loss {loss}")
-    if samples <= 0 or size <= 0 or loss < 0:
+    if not (math.isfinite(loss) and math.isfinite(score)):
+        raise RejectedMessage(RejectReason.NON_FINITE, f"node {node_id!r} reports loss {loss}, score {score}")
+    if samples <= 0 or size <= 0 or loss < 0 or score < 0:
         raise RejectedMessage(RejectReason.BAD_VALUE, f"node summary {entry!r} holds impossible values")
-    return NodeSummary(node_id, samples, float(loss), size)
+    return NodeSummary(node_id, samples, float(loss), size, float(score))
 
 
 def parse_partial(env: Envelope, shapes: Shapes) -> RegionalPartial:

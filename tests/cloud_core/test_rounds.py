@@ -262,7 +262,7 @@ SCHEMA = {
     "nacelle_rejection": ({"region", "reason"}, {"round": "int", "count": "int"}),
     "nacelle_node": (
         {"region", "node"},
-        {"round": "int", "num_samples": "int", "train_loss": "float", "update_bytes": "int"},
+        {"round": "int", "num_samples": "int", "train_loss": "float", "update_bytes": "int", "outlier_score": "float"},
     ),
     "nacelle_model": (set(), {"version": "int", "parent_version": "int", "round": "int"}),
 }

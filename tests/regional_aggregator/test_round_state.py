@@ -1,5 +1,6 @@
-"""regional_aggregator.round_state: a region's round accumulates accepted updates, counts
-refusals by reason, knows when it is complete or due, and turns into the partial it ships."""
+"""regional_aggregator.round_state: a region's round records accepted updates (summary and norm),
+counts refusals by reason, knows when it is complete or due, and turns an aggregate into the
+partial it ships."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from learning.robust import RobustPolicy, WeightedUpdate, aggregate_region, flatten, iterate
 from regional_aggregator.round_state import RegionalRound
 from wire.envelope import Kind, open_envelope, seal
 from wire.errors import RejectReason
@@ -33,7 +35,7 @@ def test_an_open_round_knows_its_id_and_has_counted_nothing() -> None:
 
     assert regional.round_id == 5
     assert regional.nodes == {}
-    assert regional.accumulator.total_weight == 0.0
+    assert regional.norms == {}
 
 
 def test_accepting_records_the_node_summary_with_its_wire_size() -> None:
@@ -44,13 +46,31 @@ def test_accepting_records_the_node_summary_with_its_wire_size() -> None:
     assert regional.nodes == {"north-t00001": NodeSummary("north-t00001", 120, 0.75, 5123)}
 
 
+def test_accepting_records_the_norm_of_the_delta() -> None:
+    regional = _round()
+    update = _update("north-t00001", 120, seed=1)
+
+    regional.accept(update, wire_bytes=5123)
+
+    expected = np.sqrt(sum(float((array.astype(np.float64) ** 2).sum()) for array in update.delta.values()))
+    assert regional.norms["north-t00001"] == pytest.approx(expected, rel=1e-6)
+
+
+UNCLIPPED_FEDAVG = RobustPolicy(clip_multiplier=None)
+
+
+def _aggregate(regional: RegionalRound, updates: list[NodeUpdate], policy: RobustPolicy = UNCLIPPED_FEDAVG):
+    source = iterate(WeightedUpdate(u.node_id, float(u.num_samples), flatten(u.delta)) for u in updates)
+    return aggregate_region(source, regional.norms.values(), policy)
+
+
 def test_partial_holds_the_sample_weighted_sum_of_the_accepted_deltas() -> None:
     regional = _round()
     updates = [_update("north-t00001", 100, seed=1), _update("north-t00002", 300, seed=2)]
     for update in updates:
         regional.accept(update, wire_bytes=5000)
 
-    partial = regional.to_partial()
+    partial = regional.to_partial(_aggregate(regional, updates))
 
     assert (partial.region, partial.round_id, partial.base_version) == ("north", 5, 4)
     assert partial.total_weight == 400.0
@@ -61,12 +81,13 @@ def test_partial_holds_the_sample_weighted_sum_of_the_accepted_deltas() -> None:
 
 def test_partial_lists_expected_accepted_and_refused() -> None:
     regional = _round()
-    regional.accept(_update("north-t00002", 50, seed=2), wire_bytes=4000)
+    update = _update("north-t00002", 50, seed=2)
+    regional.accept(update, wire_bytes=4000)
     regional.reject(RejectReason.BAD_SIGNATURE)
     regional.reject(RejectReason.DUPLICATE)
     regional.reject(RejectReason.BAD_SIGNATURE)
 
-    partial = regional.to_partial()
+    partial = regional.to_partial(_aggregate(regional, [update]))
 
     assert partial.expected == 3
     assert partial.accepted == 1
@@ -74,8 +95,21 @@ def test_partial_lists_expected_accepted_and_refused() -> None:
     assert partial.rejected == {"bad_signature": 2, "duplicate": 1}
 
 
+def test_partial_carries_each_nodes_outlier_score() -> None:
+    regional = _round()
+    updates = [_update(node, 100, seed=i) for i, node in enumerate(sorted(EXPECTED))]
+    for update in updates:
+        regional.accept(update, wire_bytes=5000)
+    aggregate = _aggregate(regional, updates, RobustPolicy())
+
+    partial = regional.to_partial(aggregate)
+
+    assert {n.node_id: n.outlier_score for n in partial.nodes} == aggregate.outlier_scores
+    assert len(set(aggregate.outlier_scores.values())) == 3
+
+
 def test_partial_of_a_round_nobody_reported_to_carries_zero_weight() -> None:
-    partial = _round().to_partial()
+    partial = _round().to_partial(None)
 
     assert partial.total_weight == 0.0
     assert partial.accepted == 0
@@ -84,10 +118,11 @@ def test_partial_of_a_round_nobody_reported_to_carries_zero_weight() -> None:
 
 def test_partial_crosses_the_wire_exactly() -> None:
     regional = _round()
-    regional.accept(_update("north-t00001", 100, seed=1), wire_bytes=5000)
+    update = _update("north-t00001", 100, seed=1)
+    regional.accept(update, wire_bytes=5000)
     regional.reject(RejectReason.STALE_TIMESTAMP)
     key = Ed25519PrivateKey.generate()
-    partial = regional.to_partial()
+    partial = regional.to_partial(_aggregate(regional, [update]))
 
     opened = open_envelope(
         seal(partial_envelope(partial, "aggregator-north", DEADLINE), key),

@@ -83,7 +83,7 @@ def _partial() -> RegionalPartial:
         total_weight=300.0,
         expected=3,
         rejected={"bad_signature": 2, "duplicate": 1},
-        nodes=(NodeSummary("north-t00001", 100, 0.5, 5200), NodeSummary("north-t00002", 200, 0.25, 5300)),
+        nodes=(NodeSummary("north-t00001", 100, 0.5, 5200, 0.8), NodeSummary("north-t00002", 200, 0.25, 5300, 1.2)),
     )
 
 
@@ -374,3 +374,25 @@ def test_partial_with_a_nan_node_train_loss_is_non_finite() -> None:
     )
 
     assert _refusal(parse_partial, envelope, SHAPES) is RejectReason.NON_FINITE
+
+
+def test_partial_node_rows_of_older_aggregators_read_with_outlier_score_zero() -> None:
+    envelope = _with_body(
+        partial_envelope(_partial(), "aggregator-north", NOW), nodes=[["north-t00001", 100, 0.5, 5200]]
+    )
+
+    [node] = parse_partial(envelope, SHAPES).nodes
+
+    assert node == NodeSummary("north-t00001", 100, 0.5, 5200, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("score", "reason"),
+    [(math.nan, RejectReason.NON_FINITE), (-1.0, RejectReason.BAD_VALUE), ("1", RejectReason.MALFORMED)],
+)
+def test_partial_with_an_impossible_outlier_score_is_refused(score: object, reason: RejectReason) -> None:
+    envelope = _with_body(
+        partial_envelope(_partial(), "aggregator-north", NOW), nodes=[["north-t00001", 100, 0.5, 5200, score]]
+    )
+
+    assert _refusal(parse_partial, envelope, SHAPES) is reason

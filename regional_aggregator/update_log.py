@@ -1,0 +1,93 @@
+"""The aggregator's durable inbox: every update it accepted (or holds for a round not yet
+announced) as the signed bytes that arrived, appended and fsynced before the broker gets its
+acknowledgement. A restart replays the log through the same validation, so an update is neither
+lost (it was on disk before the ack) nor counted twice (replay rebuilds the set of counted
+nodes, and a redelivered copy is then a duplicate). The robust aggregates read it back at close.
+
+One msgpack stream per round, `round-{id}.log`, and `early.log` for updates ahead of their
+round's announcement. A crash in the middle of an append leaves a torn last record, which is
+dropped on read (its update was never acknowledged, so the broker delivers it again).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgpack
+
+log = logging.getLogger(__name__)
+
+LoggedUpdate = tuple[str, bytes]  # (node id from the topic, payload)
+
+
+class UpdateLog:
+    def __init__(self, directory: Path, *, fsync: bool = True) -> None:
+        self.directory = directory
+        self._fsync = fsync
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, round_id: int | None) -> Path:
+        return self.directory / ("early.log" if round_id is None else f"round-{round_id}.log")
+
+    @property
+    def _replaying(self) -> Path:
+        return self.directory / "early.replay"
+
+    def append(self, round_id: int | None, node_id: str, payload: bytes) -> None:
+        """Durably record one update of `round_id` (None: not yet announced)."""
+        record = msgpack.packb([node_id, payload], use_bin_type=True)
+        with open(self._path(round_id), "ab") as file:
+            file.write(record)
+            file.flush()
+            if self._fsync:
+                os.fsync(file.fileno())
+
+    def read(self, round_id: int | None) -> Iterator[LoggedUpdate]:
+        return self._read(self._path(round_id))
+
+    def _read(self, path: Path) -> Iterator[LoggedUpdate]:
+        if not path.exists():
+            return
+        with open(path, "rb") as file:
+            unpacker = msgpack.Unpacker(file, raw=False, max_buffer_size=64 * 1024 * 1024)
+            try:
+                for record in unpacker:
+                    if (
+                        isinstance(record, list)
+                        and len(record) == 2
+                        and isinstance(record[0], str)
+                        and isinstance(record[1], bytes)
+                    ):
+                        yield record[0], record[1]
+                    else:
+                        log.warning("%s holds a record that is not [node, payload]; skipped", path)
+            except (ValueError, msgpack.ExtraData) as exc:  # a torn or corrupt tail
+                log.warning("%s ends in an unreadable record (%s); the rest was read", path, exc)
+
+    def rounds(self) -> list[int]:
+        return sorted(int(p.stem.removeprefix("round-")) for p in self.directory.glob("round-*.log"))
+
+    def start_early_replay(self) -> list[LoggedUpdate]:
+        """The held updates, moved aside so that those still early can be held again in a fresh
+        `early.log` while they are processed; `finish_early_replay` forgets them. A crash in
+        between replays them again at the next start (duplicates are refused, none is lost)."""
+        early = self._path(None)
+        if early.exists():
+            if self._replaying.exists():  # left by a crash: keep both
+                with open(self._replaying, "ab") as target:
+                    target.write(early.read_bytes())
+                    target.flush()
+                    os.fsync(target.fileno())
+                early.unlink()
+            else:
+                os.replace(early, self._replaying)
+        return list(self._read(self._replaying))
+
+    def finish_early_replay(self) -> None:
+        self._replaying.unlink(missing_ok=True)
+
+    def discard(self, round_id: int) -> None:
+        self._path(round_id).unlink(missing_ok=True)
