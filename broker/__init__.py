@@ -1,17 +1,21 @@
 """Mosquitto brokers of a Nacelle fleet: rendered configuration (cloud broker, regional brokers
-bridged to it) and a launcher for local processes used by the simulator and the tests."""
+bridged to it, TLS listeners and ACLs) and a launcher for local processes used by the simulator
+and the tests."""
 
+from broker.acl import PROBE_PREFIX, render_acl
 from broker.config import (
     DEFAULT_LIMITS,
     BridgeSettings,
+    BridgeTls,
     BrokerLimits,
     BrokerSettings,
+    ListenerSecurity,
     render_cloud_config,
     render_regional_config,
 )
 from broker.launcher import (
-    PROBE_PREFIX,
     FleetBrokers,
+    FleetSecurity,
     Role,
     RunningBroker,
     start_broker,
@@ -22,11 +26,15 @@ __all__ = [
     "DEFAULT_LIMITS",
     "PROBE_PREFIX",
     "BridgeSettings",
+    "BridgeTls",
     "BrokerLimits",
     "BrokerSettings",
     "FleetBrokers",
+    "FleetSecurity",
+    "ListenerSecurity",
     "Role",
     "RunningBroker",
+    "render_acl",
     "render_cloud_config",
     "render_regional_config",
     "start_broker",

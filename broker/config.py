@@ -6,15 +6,20 @@ so the rendered text can be tested and diffed on its own. Written for mosquitto 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nacelle.keys import bridge_id
 from wire.topics import GLOBAL_FILTER, RegionTopics
 
 # MQTT caps the remaining length of a packet at 256 MiB - 1.
 _MQTT_MAX_PACKET = 268_435_455
 _EXPIRATION = re.compile(r"^[1-9][0-9]*[hdwmy]$")
+# TLS 1.0 and 1.1 are deprecated (RFC 8996). mosquitto 2.0 reads a listener's tls_version as the
+# minimum, so "tlsv1.2" also offers 1.3; a bridge's as the version to use (1.2 or later).
+TLS_VERSIONS = ("tlsv1.2", "tlsv1.3")
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,43 @@ DEFAULT_LIMITS = BrokerLimits()
 
 
 @dataclass(frozen=True)
+class ListenerSecurity:
+    """TLS with client certificates and an ACL on a broker's listener.
+
+    Every client must present a certificate of the fleet CA (`cafile`); the certificate's CN
+    becomes its username, and `acl_file` (broker.acl) says what that username may publish and
+    read. Nobody connects anonymously.
+    """
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    acl_file: Path
+    tls_version: str = "tlsv1.2"
+
+    def __post_init__(self) -> None:
+        for name in ("cafile", "certfile", "keyfile", "acl_file"):
+            _check_token(name, getattr(self, name))
+        _check_tls_version("tls_version", self.tls_version)
+
+
+@dataclass(frozen=True)
+class BridgeTls:
+    """The bridge's TLS client side: it checks the cloud broker's certificate against `cafile`
+    and the host it dials, and authenticates with its own certificate (CN: its connection name)."""
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    tls_version: str = "tlsv1.2"
+
+    def __post_init__(self) -> None:
+        for name in ("cafile", "certfile", "keyfile"):
+            _check_token(name, getattr(self, name))
+        _check_tls_version("tls_version", self.tls_version)
+
+
+@dataclass(frozen=True)
 class BrokerSettings:
     """Where one broker listens and keeps its files."""
 
@@ -71,12 +113,20 @@ class BrokerSettings:
     # Started as root, mosquitto drops privileges to user "mosquitto", which cannot write to a
     # workdir that root created; naming the starting user keeps it. Ignored when not root.
     user: str | None = None
+    # None: plain TCP with anonymous access, for tests of a broker on its own; refused on
+    # anything but a loopback address, where nobody else could reach it.
+    security: ListenerSecurity | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65_535:
             raise ValueError(f"port must be between 1 and 65535, got {self.port}")
         for name in ("host", "data_dir", "log_path", "user"):
             _check_token(name, getattr(self, name))
+        if self.security is None and not _is_loopback(self.host):
+            raise ValueError(
+                f"security is required on host {self.host!r}: plain TCP with anonymous access is "
+                "allowed on a loopback address only"
+            )
 
 
 @dataclass(frozen=True)
@@ -86,6 +136,8 @@ class BridgeSettings:
     region: str
     cloud_host: str
     cloud_port: int
+    # None: plain TCP to a cloud broker without security (tests of brokers on their own).
+    tls: BridgeTls | None = None
     # Loopback and data-centre links: notice a dead cloud broker within seconds, not minutes.
     keepalive_interval_s: int = 10
     # Reconnect quickly after a restart (tests and the simulator restart brokers mid-round);
@@ -107,7 +159,8 @@ class BridgeSettings:
 
     @property
     def connection_name(self) -> str:
-        return f"nacelle-bridge-{self.region}"
+        """Its client id on the cloud broker, and the CN of its certificate."""
+        return bridge_id(self.region)
 
 
 def _check_token(name: str, value: object) -> None:
@@ -115,6 +168,20 @@ def _check_token(name: str, value: object) -> None:
     # or smuggle in another option.
     if value is not None and (not str(value) or re.search(r"\s", str(value))):
         raise ValueError(f"{name} must be non-empty and contain no whitespace, got {value!r}")
+
+
+def _check_tls_version(name: str, value: str) -> None:
+    if value not in TLS_VERSIONS:
+        raise ValueError(f"{name} must be one of {', '.join(TLS_VERSIONS)}, got {value!r}")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def render_cloud_config(settings: BrokerSettings) -> str:
@@ -142,11 +209,44 @@ def render_regional_config(settings: BrokerSettings, bridge: BridgeSettings) -> 
         f"clientid {name}",
         f"keepalive_interval {bridge.keepalive_interval_s}",
         f"restart_timeout {bridge.restart_base_s} {bridge.restart_cap_s}",
+        *_bridge_tls_lines(bridge.tls),
         f"topic {GLOBAL_FILTER} in 1",
         f"topic {topics.partial} out 1",
         f"topic {topics.alert_filter} out 1",
     ]
     return _render_common(settings, f"region {bridge.region}") + "\n".join(lines) + "\n"
+
+
+def _bridge_tls_lines(tls: BridgeTls | None) -> list[str]:
+    if tls is None:
+        return []
+    # bridge_insecure stays false (the default): the cloud broker's certificate must name the
+    # host in `address`.
+    return [
+        f"bridge_cafile {tls.cafile}",
+        f"bridge_certfile {tls.certfile}",
+        f"bridge_keyfile {tls.keyfile}",
+        f"bridge_tls_version {tls.tls_version}",
+    ]
+
+
+def _listener_security_lines(security: ListenerSecurity | None) -> list[str]:
+    if security is None:
+        return [
+            "# Plain TCP and anonymous: a broker tested on its own, on loopback (BrokerSettings.security).",
+            "allow_anonymous true",
+        ]
+    return [
+        "# Every client presents a certificate of the fleet CA; its CN is its username in the ACL.",
+        f"cafile {security.cafile}",
+        f"certfile {security.certfile}",
+        f"keyfile {security.keyfile}",
+        f"tls_version {security.tls_version}",
+        "require_certificate true",
+        "use_identity_as_username true",
+        "allow_anonymous false",
+        f"acl_file {security.acl_file}",
+    ]
 
 
 def _render_common(settings: BrokerSettings, role: str) -> str:
@@ -155,8 +255,7 @@ def _render_common(settings: BrokerSettings, role: str) -> str:
         f"# Nacelle {role} broker, generated by broker.config: edits are overwritten.",
         *([f"user {settings.user}"] if settings.user else []),
         f"listener {settings.port} {settings.host}",
-        "# Anonymous and plain TCP for now: TLS and per-client ACLs come in a later issue.",
-        "allow_anonymous true",
+        *_listener_security_lines(settings.security),
         "",
         "persistence true",
         # mosquitto 1.x appends the file name without a separator (2.0 adds one itself).

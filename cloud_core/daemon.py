@@ -22,6 +22,7 @@ from cloud_core.metrics import round_points
 from cloud_core.model_store import ModelStore, ModelVersion, weights_digest
 from cloud_core.rounds import CloudRound, RoundRecord, round_record
 from learning.model import AutoencoderShape, initial_weights, weight_shapes
+from nacelle.files import write_atomically
 from nacelle.mqtt import MqttSession, SessionSpec
 from telemetry import InfluxV1Writer, MetricsWriteError, MetricsWriter
 from wire.envelope import Kind, open_envelope, seal
@@ -74,11 +75,18 @@ class CloudCore:
             )
             self.store.save(*latest)
         self.model, self.weights = latest
-        self.round: CloudRound | None = None
         self._round_changed = asyncio.Event()
         self.partials_refused = 0
+        # Before the session starts: partials queued by the broker while we were down arrive
+        # as soon as it connects, and must find their round open.
+        self.round: CloudRound | None = self._resume_open_round()
         self.session = MqttSession(
-            SessionSpec(client_id="nacelle-cloud", endpoint=config.broker, subscriptions=(PARTIAL_FILTER,)),
+            SessionSpec(
+                client_id="nacelle-cloud",
+                endpoint=config.broker,
+                subscriptions=(PARTIAL_FILTER,),
+                manual_ack=True,  # a partial is on disk before the broker forgets it
+            ),
             handler=self._on_message,
             on_connect=self._publish_model,
         )
@@ -102,6 +110,17 @@ class CloudCore:
             return 0
         lines = self._round_log.read_text().splitlines()
         return json.loads(lines[-1])["round"] if lines else 0
+
+    def seconds_until_scheduled_round(self) -> float:
+        """Time left until the round after the last logged one is due (`schedule.interval_s`
+        after it opened); 0 when none is logged or a round is open (it resumes at once)."""
+        if self.round is not None or not self._round_log.exists():
+            return 0.0
+        lines = self._round_log.read_text().splitlines()
+        if not lines:
+            return 0.0
+        due = float(json.loads(lines[-1])["opened_at"]) + self.config.schedule.interval_s
+        return max(0.0, due - self._clock())
 
     async def _publish_model(self) -> None:
         release = ModelRelease(self.model.version, self.model.round_id, self.model.parent_version, self.weights)
@@ -127,7 +146,7 @@ class CloudCore:
             log.warning("cloud refused partial on region %s's topic: %s", topic_region, exc)
             return
         if self.round is not None:
-            (self._partials_dir / f"{topic_region}.msgpack").write_bytes(payload)
+            write_atomically(self._partials_dir / f"{topic_region}.msgpack", payload)
         self._round_changed.set()
 
     def _accept_partial(self, payload: bytes, topic_region: str) -> None:
@@ -161,7 +180,7 @@ class CloudCore:
             return None
         data = json.loads(self._open_path.read_text())
         cloud_round = CloudRound(RoundAnnouncement(**data), self.regions)
-        self.round = cloud_round
+        self.round = cloud_round  # _accept_partial adds to it
         for path in sorted(self._partials_dir.glob("*.msgpack")):
             try:
                 self._accept_partial(path.read_bytes(), path.stem)
@@ -198,7 +217,7 @@ class CloudCore:
     async def run_round(self) -> RoundRecord:
         """Open (or resume) a round, wait for every region or the global deadline, publish."""
         await self.session.connected.wait()
-        cloud_round = self._resume_open_round() or self._open_round()
+        cloud_round = self.round or self._open_round()
         announcement = cloud_round.announcement
         await self._publish_round(announcement)
         log.info(
@@ -272,11 +291,15 @@ class CloudCore:
             log.error("cloud could not write round %d metrics to InfluxDB: %s", record.round, exc)
             return exc.accepted
 
-    async def run(self, max_rounds: int | None = None) -> list[RoundRecord]:
-        """Run rounds every `schedule.interval_s` until cancelled or `max_rounds` are done."""
+    async def run(self, max_rounds: int | None = None, *, resume_schedule: bool = False) -> list[RoundRecord]:
+        """Run rounds every `schedule.interval_s` until cancelled or `max_rounds` are done. The
+        first opens at once, or with `resume_schedule` when the round log says it is due: a
+        restart then keeps the fleet's cadence instead of adding a round."""
         session = asyncio.create_task(self.session.run())
         records: list[RoundRecord] = []
         try:
+            if resume_schedule:
+                await asyncio.sleep(self.seconds_until_scheduled_round())
             while max_rounds is None or len(records) < max_rounds:
                 started = self._clock()
                 records.append(await self.run_round())
@@ -292,6 +315,4 @@ class CloudCore:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(data))
-    temporary.replace(path)
+    write_atomically(path, json.dumps(data).encode())

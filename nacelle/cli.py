@@ -12,6 +12,7 @@ from pathlib import Path
 from nacelle import __version__
 from nacelle.config import ConfigError, load_config
 from nacelle.processes import ServiceError
+from wire.registry import NodeStatus
 
 EPILOG = "Every daemon reads one TOML file; NACELLE_<DAEMON>_<FIELD> environment variables override it."
 
@@ -71,7 +72,7 @@ def _run_cloud(args: argparse.Namespace) -> int:
     rounds = 1 if args.once else args.rounds
 
     async def main() -> None:
-        await _until_signalled(asyncio.ensure_future(core.run(max_rounds=rounds)))
+        await _until_signalled(asyncio.ensure_future(core.run(max_rounds=rounds, resume_schedule=args.resume_schedule)))
 
     asyncio.run(main())
     return 0
@@ -81,15 +82,91 @@ def _run_keys(args: argparse.Namespace) -> int:
     from nacelle.keys import create_fleet, region_names, registry_path, split_turbines
 
     regions = args.region_names.split(",") if args.region_names else region_names(args.regions)
-    create_fleet(args.out, split_turbines(args.turbines, regions))
+    create_fleet(args.out, split_turbines(args.turbines, regions), _broker_hosts(args.broker_host))
     print(f"fleet of {args.turbines} nodes in {len(regions)} regions: {registry_path(args.out)}")
     print(f"private keys under {args.out / 'keys'} (mode 0600): move each to its own host")
+    print(f"TLS: CA {args.out / 'tls' / 'ca.crt'}, certificates and keys (0600) under {args.out / 'tls'}")
+    return 0
+
+
+def _run_pki(args: argparse.Namespace) -> int:
+    from nacelle.keys import ensure_fleet_pki, registry_path
+    from wire.registry import FleetRegistry
+
+    registry = FleetRegistry.load(registry_path(args.fleet))
+    report = ensure_fleet_pki(args.fleet, registry, _broker_hosts(args.broker_host))
+    created = "created the fleet CA; " if report.ca_created else ""
+    print(f"{created}certificates issued: {len(report.issued)}, kept: {report.kept} (under {args.fleet / 'tls'})")
+    return 0
+
+
+def _broker_host(text: str) -> tuple[str, str]:
+    broker, sep, host = text.partition("=")
+    if not sep or not broker or not host:
+        raise argparse.ArgumentTypeError(f"expected BROKER=HOST (e.g. region-offshore=mqtt.example), got {text!r}")
+    return broker, host
+
+
+def _broker_hosts(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    hosts: dict[str, list[str]] = {}
+    for broker, host in pairs:
+        hosts.setdefault(broker, []).append(host)
+    return hosts
+
+
+def _add_broker_host_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--broker-host",
+        type=_broker_host,
+        action="append",
+        default=[],
+        metavar="BROKER=HOST",
+        help=(
+            "a name or IP clients dial a broker by, written into its server certificate besides 127.0.0.1 "
+            "and localhost; BROKER is cloud or region-REGION; repeatable"
+        ),
+    )
+
+
+_PKI_TEXT = (
+    "TLS for MQTT: the fleet CA (tls/ca.crt; its key tls/ca.key, 0600, is needed only to issue\n"
+    "certificates: keep it offline afterwards), one server certificate per broker\n"
+    "(tls/brokers/cloud.crt, tls/brokers/region-REGION.crt) and one client certificate per identity\n"
+    "(tls/ID.crt and tls/ID.key, 0600): every node, every aggregator, the cloud, the bridge of each\n"
+    "region (nacelle-bridge-REGION), nacelle-probe and nacelle-observer. A certificate's CN is the\n"
+    "identity the brokers' ACLs know. ECDSA P-256; an existing CA or certificate is never replaced."
+)
+
+
+def _run_registry(args: argparse.Namespace) -> int:
+    from nacelle.registry_admin import format_nodes, select_nodes, set_status
+    from wire.registry import FleetRegistry
+
+    if args.action == "list":
+        registry = FleetRegistry.load(args.registry)
+        status = NodeStatus(args.status) if args.status else None
+        print(format_nodes(select_nodes(registry, status=status, region=args.region)))
+        return 0
+    status = NodeStatus.SUSPENDED if args.action == "suspend" else NodeStatus.ACTIVE
+    change = set_status(args.registry, args.nodes, status, reason=getattr(args, "reason", ""))
+    for node_id in change.changed:
+        print(f"{node_id}: {status.value}")
+    for node in change.unchanged:
+        print(f"{node.member_id}: already {status.value}" + (f" since {node.changed_at}" if node.changed_at else ""))
+    if change.changed:
+        # In production each host holds its own copy: the aggregators' copies are the ones that matter.
+        print(
+            f"wrote {args.registry}: a regional aggregator reading this file applies it when it opens its "
+            "next round; copy it to aggregator hosts that keep their own"
+        )
     return 0
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
     from simulate.run import SimulationSettings, run_simulation
 
+    if args.live_interval is not None and not args.keep_running:
+        raise ValueError("--live-interval applies only with --keep-running")
     settings = SimulationSettings(
         turbines=args.turbines,
         regions=args.regions,
@@ -102,9 +179,18 @@ def _run_simulate(args: argparse.Namespace) -> int:
         influx_url=args.influx_url,
         influx_database=args.influx_db,
         evaluate=not args.no_evaluation,
+        keep_running=args.keep_running,
+        live_interval_s=args.live_interval or SimulationSettings.live_interval_s,
     )
     summary = asyncio.run(run_simulation(settings))
     return 0 if summary["ok"] else 1
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -147,18 +233,50 @@ def build_parser() -> argparse.ArgumentParser:
     once = cloud.add_mutually_exclusive_group()
     once.add_argument("--once", action="store_true", help="run one round now, then exit")
     once.add_argument("--rounds", type=_positive_int, default=None, metavar="N", help="run N rounds, then exit")
+    cloud.add_argument(
+        "--resume-schedule",
+        action="store_true",
+        help=(
+            "open the first round schedule.interval_s after the last one in the round log, not at start "
+            "(a restart keeps the cadence); a round left open is resumed at once either way"
+        ),
+    )
     cloud.set_defaults(run=_run_cloud)
 
     keys = commands.add_parser(
         "keys",
-        help="Create a fleet's Ed25519 identities and registry.",
-        description="Create keys for the cloud, one aggregator per region and every node, plus registry.json.",
+        help="Create a fleet's Ed25519 identities, registry and TLS certificates.",
+        description=(
+            "Create signing keys for the cloud, one aggregator per region and every node\n"
+            "(keys/ID.pem, 0600), registry.json, and the fleet's TLS PKI.\n\n" + _PKI_TEXT + "\n"
+            "An existing tls/ca.crt in --out is reused. A directory with a registry is refused."
+        ),
+        epilog="example: nacelle keys --out fleet/ --turbines 50 --regions 2 --broker-host cloud=mqtt.example.com",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     keys.add_argument("--out", type=Path, required=True, help="fleet directory to create")
     keys.add_argument("--turbines", type=_positive_int, required=True, help="number of edge nodes")
     keys.add_argument("--regions", type=_positive_int, default=2, help="number of regions (default 2)")
     keys.add_argument("--region-names", help="comma-separated region names (overrides --regions)")
+    _add_broker_host_option(keys)
     keys.set_defaults(run=_run_keys)
+    pki = commands.add_parser(
+        "pki",
+        help="Issue the TLS certificates a fleet directory lacks (CA, brokers, clients).",
+        description=(
+            "Complete the TLS PKI of an existing fleet directory (made by `nacelle keys`): create the\n"
+            "CA if tls/ca.crt does not exist, then issue a certificate for every broker and identity of\n"
+            "registry.json that has none. Nothing existing is replaced: running it again issues\n"
+            "nothing, and after adding nodes to the registry it issues only theirs. To replace the CA,\n"
+            "move tls/ away first (every certificate must then be issued and distributed again).\n\n" + _PKI_TEXT
+        ),
+        epilog="example: nacelle pki --fleet fleet/ --broker-host region-offshore=mqtt-offshore.example.com",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pki.add_argument("--fleet", type=Path, required=True, help="fleet directory (with registry.json)")
+    _add_broker_host_option(pki)
+    pki.set_defaults(run=_run_pki)
+    _add_registry_parser(commands)
 
     sim = commands.add_parser(
         "simulate",
@@ -167,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Start mosquitto brokers (one per region, bridged to a cloud broker), an InfluxDB, one "
             "aggregator per region, the cloud core and a fleet of turbines (each its own MQTT client "
             "and key, with its own synthetic vibration), run NIGHTS rounds, print a table per round, "
-            "then stop everything."
+            "then stop everything (or, with --keep-running, leave it all running until Ctrl-C)."
         ),
         epilog="example: nacelle simulate --turbines 200 --regions 2 --nights 2 --summary-json runs/summary.json",
     )
@@ -191,8 +309,76 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the detection evaluation (federated vs local-only vs centralized models)",
     )
+    sim.add_argument(
+        "--keep-running",
+        action="store_true",
+        help=(
+            "after the last night (and the summary), leave brokers, InfluxDB, aggregators, cloud core and "
+            "turbines running, write WORKDIR/fleet.json (brokers, ports, keys, node ids, pids) and wait for "
+            "Ctrl-C or SIGTERM, then stop everything"
+        ),
+    )
+    sim.add_argument(
+        "--live-interval",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="with --keep-running: the cloud core opens a round every SECONDS after the last night (default 600)",
+    )
     sim.set_defaults(run=_run_simulate)
     return parser
+
+
+def _add_registry_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    registry = commands.add_parser(
+        "registry",
+        help="List the fleet's nodes; suspend or reactivate nodes.",
+        description=(
+            "Read or change node status in a fleet registry file. A suspended node keeps its key,\n"
+            "but its updates are refused (reason suspended_sender) and its region no longer waits\n"
+            "for it. The file is rewritten atomically; unknown node ids change nothing."
+        ),
+        epilog=(
+            "examples:\n"
+            "  nacelle registry list --registry fleet/registry.json --status suspended\n"
+            "  nacelle registry suspend offshore-t00007 --reason 'gearbox replaced' --registry fleet/registry.json\n"
+            "  nacelle registry activate offshore-t00007 --registry fleet/registry.json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--registry",
+        type=Path,
+        required=True,
+        metavar="PATH",
+        help="the fleet registry file (registry.json of `nacelle keys --out`, or the one the daemons read)",
+    )
+    actions = registry.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser(
+        "list",
+        parents=[common],
+        help="print node id, region, status, since when and why",
+        description="Print every node (id order) with its region, status and the time and reason of its last change.",
+    )
+    listing.add_argument("--status", choices=[s.value for s in NodeStatus], help="only nodes with this status")
+    listing.add_argument("--region", help="only nodes of this region")
+    suspend = actions.add_parser(
+        "suspend",
+        parents=[common],
+        help="refuse the updates of NODE...",
+        description="Suspend nodes: aggregators refuse their updates from the next round they open.",
+    )
+    suspend.add_argument("nodes", nargs="+", metavar="NODE", help="node id")
+    suspend.add_argument("--reason", default="", help="why, recorded in the registry entry and shown by `list`")
+    activate = actions.add_parser(
+        "activate",
+        parents=[common],
+        help="accept the updates of NODE... again",
+        description="Reactivate suspended nodes; their reason is cleared.",
+    )
+    activate.add_argument("nodes", nargs="+", metavar="NODE", help="node id")
+    registry.set_defaults(run=_run_registry)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 
@@ -18,7 +18,7 @@ class ConfigError(ValueError):
 
 
 class BrokerEndpoint(BaseModel):
-    """Where an MQTT client connects. TLS settings arrive with the fleet PKI."""
+    """Where an MQTT client connects, and with which certificate (nacelle.pki)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -26,6 +26,25 @@ class BrokerEndpoint(BaseModel):
     port: int = Field(1883, ge=1, le=65535)
     # Short enough that a dead link is noticed within a minute, long enough for cellular links.
     keepalive_s: int = Field(30, ge=5, le=3600)
+    # TLS is on when ca_file is set: the broker's certificate must be signed by it and name
+    # `host`. Nacelle's brokers also require a client certificate, whose CN is the identity
+    # their ACL knows (fleet directory: tls/ca.crt, tls/{id}.crt, tls/{id}.key).
+    ca_file: FilePath | None = Field(None, description="CA certificate (PEM) that signed the broker's certificate")
+    cert_file: FilePath | None = Field(None, description="this client's certificate (PEM)")
+    key_file: FilePath | None = Field(None, description="this client's private key (PEM, unencrypted)")
+
+    @model_validator(mode="after")
+    def _tls_files_complete(self) -> BrokerEndpoint:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: give both or neither")
+        if self.cert_file is not None and self.ca_file is None:
+            # A client certificate over plain TCP would be sent nowhere: the setting is a mistake.
+            raise ValueError("cert_file needs ca_file: a client certificate is only used over TLS")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.ca_file is not None
 
 
 class DaemonSettings(BaseSettings):

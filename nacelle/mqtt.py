@@ -20,6 +20,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from nacelle.config import BrokerEndpoint
+from nacelle.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,10 @@ class SessionSpec:
     # paho's default of 20 in-flight QoS 1 messages throttles an aggregator's partial and a
     # node's burst after a reconnect; mosquitto's own limit is set in broker/.
     max_inflight: int = 100
+    # Acknowledge a QoS 1 message only once the handler has returned (paho acks on receipt by
+    # default): a daemon that crashes mid-message gets it again from the broker instead of
+    # losing it. The handler must then be idempotent.
+    manual_ack: bool = False
 
 
 class MqttSession:
@@ -63,6 +68,9 @@ class MqttSession:
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
         self.handler_errors = 0
+        # Built once, so that bad TLS files fail here (ConfigError naming the field) and not on
+        # every reconnect attempt; reconnects reuse it (a renewed certificate needs a restart).
+        self._tls_context = client_context(spec.endpoint)
 
     def _new_client(self) -> aiomqtt.Client:
         properties = Properties(PacketTypes.CONNECT)
@@ -77,6 +85,7 @@ class MqttSession:
             will=self.spec.will,
             properties=properties,
             max_inflight_messages=self.spec.max_inflight,
+            tls_context=self._tls_context,
             timeout=10,
         )
 
@@ -85,6 +94,8 @@ class MqttSession:
         attempt = 0
         while True:
             client = self._new_client()
+            # aiomqtt does not expose paho's manual_ack; its paho client is the only way in.
+            client._client.manual_ack_set(self.spec.manual_ack)
             try:
                 async with client:
                     self._client = client
@@ -100,6 +111,8 @@ class MqttSession:
                         async for message in client.messages:
                             if self._handler is not None:
                                 await self._dispatch(message)
+                            if self.spec.manual_ack:
+                                client._client.ack(message.mid, message.qos)
                     except asyncio.CancelledError:
                         await self._publish_will(client)
                         raise

@@ -1,7 +1,7 @@
 """`nacelle simulate`: a whole fleet on one machine. Real mosquitto brokers (one per region,
 bridged to a cloud broker), a real InfluxDB, one real aggregator process per region, the real
-cloud core process, and every turbine an `EdgeNode` with its own MQTT client id, key, buffer and
-synthetic vibration. The turbines share one process and one training thread: that is the only
+cloud core process, and every turbine an `EdgeNode` with its own MQTT client id, key, TLS client
+certificate, buffer and synthetic vibration. The turbines share one process and one training thread: that is the only
 shortcut, and nothing that crosses the wire changes because of it."""
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ import logging
 import math
 import resource
 import shutil
+import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from typing import Any
 import aiomqtt
 import torch
 
-from broker import FleetBrokers, start_fleet_brokers
+from broker import FleetBrokers, FleetSecurity, start_fleet_brokers
 from cloud_core.config import TrainingPlanConfig
 from cloud_core.model_store import ModelStore
 from edge_node.config import EdgeConfig
@@ -32,6 +34,7 @@ from learning.model import AutoencoderShape, weight_shapes
 from learning.training import TrainingConfig
 from nacelle.config import BrokerEndpoint, build_config, write_config
 from nacelle.keys import (
+    OBSERVER_ID,
     aggregator_id,
     create_fleet,
     key_path,
@@ -40,9 +43,11 @@ from nacelle.keys import (
     split_turbines,
 )
 from nacelle.processes import ServiceError, start_process, stop_process
+from nacelle.tls import client_context
 from simulate.batch_trainer import BatchTrainer
 from simulate.evaluation import detection_summary, eval_windows, score_model, train_baselines
-from simulate.influxdb_server import start_influxdb
+from simulate.influxdb_server import RunningInfluxDB, start_influxdb
+from simulate.live import keep_running
 from simulate.report import write_report
 from simulate.vibration import TurbineProfile, turbine_features, turbine_profile
 from wire.envelope import Kind, open_envelope
@@ -74,10 +79,15 @@ class SimulationSettings:
     regional_deadline_s: float = 600.0
     night_gap_s: float = 1.0
     evaluate: bool = True
+    # After the last night, serve the fleet until Ctrl-C, a round every live_interval_s (simulate.live).
+    keep_running: bool = False
+    live_interval_s: float = 600.0
 
     def __post_init__(self) -> None:
         if self.turbines < 1 or self.regions < 1 or self.nights < 1:
             raise ValueError("turbines, regions and nights must be at least 1")
+        if self.live_interval_s <= 0:
+            raise ValueError(f"the live round interval must be positive, got {self.live_interval_s}")
         if self.turbines < self.regions:
             raise ValueError(f"{self.turbines} turbines cannot fill {self.regions} regions")
 
@@ -88,7 +98,8 @@ def _say(message: str) -> None:
 
 async def _wait_online(endpoint: BrokerEndpoint, topic: str, registry: FleetRegistry, timeout_s: float) -> None:
     """Wait for a daemon's retained, signed `online` status."""
-    async with asyncio.timeout(timeout_s), aiomqtt.Client(endpoint.host, endpoint.port) as client:
+    client = aiomqtt.Client(endpoint.host, endpoint.port, tls_context=client_context(endpoint))
+    async with asyncio.timeout(timeout_s), client:
         await client.subscribe(topic, qos=1)
         async for message in client.messages:
             payload = message.payload if isinstance(message.payload, bytes) else b""
@@ -97,7 +108,13 @@ async def _wait_online(endpoint: BrokerEndpoint, topic: str, registry: FleetRegi
                 return
 
 
+def _toml(endpoint: BrokerEndpoint) -> dict[str, Any]:
+    """A `[broker]` table: paths as strings, unset TLS fields left out (TOML has no null)."""
+    return endpoint.model_dump(mode="json", exclude_none=True)
+
+
 _MARKER = ".nacelle-simulation"
+AfterNights = Callable[[list[dict[str, Any]]], Awaitable[None]]
 
 
 def fleet_profile(fleet_seed: int, index: int, region_index: int) -> TurbineProfile:
@@ -143,13 +160,19 @@ class Simulation:
         self.stack = ExitStack()
         self.profiles: dict[str, tuple[str, TurbineProfile]] = {}
         self.influx_url = settings.influx_url or ""
+        # What simulate.live needs to describe and watch a fleet left running.
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}  # daemons by name (their log's)
+        self.brokers: FleetBrokers | None = None
+        self.influx: RunningInfluxDB | None = None  # None when --influx-url names one
+        self.cloud_config: Path | None = None
 
-    def _daemon(self, name: str, args: list[str]) -> None:
+    def start_daemon(self, name: str, args: list[str]) -> None:
         process = start_process([sys.executable, "-m", "nacelle", *args], self.workdir / "logs" / f"{name}.log")
         self.daemons.append(process)
+        self.processes[name] = process
         self.stack.callback(stop_process, process)
 
-    def _configs(self, brokers: FleetBrokers, influx_url: str) -> tuple[dict[str, Path], Path]:
+    def _configs(self, brokers: FleetBrokers, registry: FleetRegistry, influx_url: str) -> tuple[dict[str, Path], Path]:
         fleet = self.workdir / "fleet"
         config_dir = self.workdir / "config"
         region_configs = {}
@@ -163,7 +186,7 @@ class Simulation:
                     "registry_path": str(registry_path(fleet)),
                     "private_key_path": str(key_path(fleet, aggregator_id(region))),
                     "state_dir": str(self.workdir / "state" / f"region-{region}"),
-                    "broker": {"host": broker.host, "port": broker.port},
+                    "broker": _toml(broker.endpoint(aggregator_id(region))),
                 },
             )
             region_configs[region] = path
@@ -174,7 +197,7 @@ class Simulation:
                 "registry_path": str(registry_path(fleet)),
                 "private_key_path": str(key_path(fleet, "cloud")),
                 "state_dir": str(self.workdir / "state" / "cloud"),
-                "broker": {"host": brokers.cloud.host, "port": brokers.cloud.port},
+                "broker": _toml(brokers.cloud.endpoint(registry.cloud.member_id)),
                 "schedule": {
                     "interval_s": self.settings.night_gap_s,
                     "regional_deadline_s": self.settings.regional_deadline_s,
@@ -201,7 +224,8 @@ class Simulation:
                 {
                     "node_id": member.member_id,
                     "region": member.region,
-                    "broker": {"host": broker.host, "port": broker.port},
+                    # Every turbine authenticates with its own certificate (CN: its node id).
+                    "broker": broker.endpoint(member.member_id),
                     "registry_path": registry_path(fleet),
                     "private_key_path": key_path(fleet, member.member_id),
                     "data_dir": self.workdir / "nodes" / member.member_id,
@@ -225,19 +249,26 @@ class Simulation:
                 )
         return nodes
 
-    async def run(self) -> list[dict[str, Any]]:
-        """Start everything, run the nights, return the cloud's round records."""
+    async def run(self, after_nights: AfterNights | None = None) -> list[dict[str, Any]]:
+        """Start everything, run the nights, return the cloud's round records. `after_nights`
+        runs before anything stops, the turbines still connected (--keep-running)."""
         settings = self.settings
         _prepare_workdir(self.workdir)
         _raise_open_file_limit(settings.turbines)
         fleet = self.workdir / "fleet"
+        started = time.monotonic()
         registry = create_fleet(fleet, split_turbines(settings.turbines, self.region_list))
+        fleet_s = time.monotonic() - started
         _say(
             f"nacelle simulate: {settings.turbines} turbines in regions {', '.join(self.region_list)}, "
             f"{settings.nights} nights; work directory {self.workdir}"
         )
-        brokers = start_fleet_brokers(self.region_list, self.workdir / "brokers")
+        _say(f"  keys and TLS certificates: {len(registry.nodes)} turbines ({fleet_s:.1f}s)")
+        brokers = start_fleet_brokers(
+            self.region_list, self.workdir / "brokers", security=FleetSecurity.from_fleet(fleet)
+        )
         self.stack.callback(brokers.stop)
+        self.brokers = brokers
         brokers.wait_for_bridges(timeout_s=20)
         _say(
             f"  brokers: cloud :{brokers.cloud.port}, "
@@ -247,16 +278,18 @@ class Simulation:
         if influx_url is None:
             influx = start_influxdb(self.workdir / "influxdb", database=settings.influx_database)
             self.stack.callback(influx.stop)
+            self.influx = influx
             influx_url = influx.url
         self.influx_url = influx_url
         _say(f"  influxdb: {influx_url} database {settings.influx_database}")
-        region_configs, cloud_config = self._configs(brokers, influx_url)
+        region_configs, cloud_config = self._configs(brokers, registry, influx_url)
+        self.cloud_config = cloud_config
         for region, path in region_configs.items():
-            self._daemon(f"region-{region}", ["region", "--config", str(path)])
+            self.start_daemon(f"region-{region}", ["region", "--config", str(path)])
         for region in self.region_list:
             broker = brokers.regions[region]
             topic = RegionTopics(region).status(aggregator_id(region))
-            await _wait_online(BrokerEndpoint(host=broker.host, port=broker.port), topic, registry, 60)
+            await _wait_online(broker.endpoint(OBSERVER_ID), topic, registry, 60)
         _say(f"  aggregators online: {len(self.region_list)}")
 
         torch.set_num_threads(1)  # the other core serves brokers and daemons
@@ -267,8 +300,10 @@ class Simulation:
         try:
             await asyncio.wait_for(asyncio.gather(*(n.session.connected.wait() for n in nodes)), timeout=120)
             _say(f"  turbines connected: {len(nodes)}")
-            self._daemon("cloud", ["cloud", "--config", str(cloud_config), "--rounds", str(settings.nights)])
+            self.start_daemon("cloud", ["cloud", "--config", str(cloud_config), "--rounds", str(settings.nights)])
             records = await self._follow_rounds(nodes)
+            if after_nights is not None:
+                await after_nights(records)
         finally:
             for task in node_tasks:
                 task.cancel()
@@ -288,11 +323,7 @@ class Simulation:
         while True:
             records = [json.loads(line) for line in round_log.read_text().splitlines()] if round_log.exists() else []
             for record in records[printed:]:
-                _say(
-                    f"{record['round']:>5} {'v' + str(record['model_version']):>6} {record['updates_accepted']:>9} "
-                    f"{record['updates_rejected']:>9} {record['bytes_per_update_mean']:>13,.0f} "
-                    f"{record['train_loss_mean']:>11.4f} {record['seconds']:>8.1f}"
-                )
+                _say(_round_row(record))
             printed = len(records)
             if cloud.poll() is not None:
                 if cloud.returncode != 0 or printed < self.settings.nights:
@@ -364,6 +395,14 @@ class Simulation:
         return summary
 
 
+def _round_row(record: dict[str, Any]) -> str:
+    return (
+        f"{record['round']:>5} {'v' + str(record['model_version']):>6} {record['updates_accepted']:>9} "
+        f"{record['updates_rejected']:>9} {record['bytes_per_update_mean']:>13,.0f} "
+        f"{record['train_loss_mean']:>11.4f} {record['seconds']:>8.1f}"
+    )
+
+
 def _print_detection(detection: dict[str, Any]) -> None:
     models = detection["models"]
     _say(
@@ -394,9 +433,22 @@ async def run_simulation(settings: SimulationSettings) -> dict[str, Any]:
     logging.getLogger("broker").setLevel(logging.WARNING)
     started = time.monotonic()
     simulation = Simulation(settings)
+    concluded: list[dict[str, Any]] = []
+
+    async def serve(records: list[dict[str, Any]]) -> None:
+        # The nights' summary first, while no live round can change the stored models yet.
+        concluded.append(_conclude(simulation, records, started))
+        await keep_running(simulation, lambda record: _say(_round_row(record)))
+
     with simulation.stack:
-        records = await simulation.run()
+        records = await simulation.run(serve if settings.keep_running else None)
     # The services are stopped by now: the evaluation needs none of them, only the stored model.
+    return concluded[0] if concluded else _conclude(simulation, records, started)
+
+
+def _conclude(simulation: Simulation, records: list[dict[str, Any]], started: float) -> dict[str, Any]:
+    """Evaluate, write the summary and the report, print the closing lines."""
+    settings = simulation.settings
     detection = simulation.evaluate() if settings.evaluate else None
     summary = simulation.summary(records, detection, time.monotonic() - started)
     if detection is not None:

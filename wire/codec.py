@@ -116,7 +116,10 @@ def decode_arrays(body: object, expected: Shapes, codec: Codec | None = None) ->
         chunk = raw[offset : offset + count * width]
         offset += count * width
         if body_codec == "int8-zstd":
-            values = np.frombuffer(chunk, np.int8).astype(np.float32) * np.float32(scale)
+            # A scale near the float32 maximum overflows to Inf here: refused as non-finite just
+            # below, so numpy's overflow warning (an error where warnings are) must not escape.
+            with np.errstate(over="ignore"):
+                values = np.frombuffer(chunk, np.int8).astype(np.float32) * np.float32(scale)
         else:
             values = np.frombuffer(chunk, "<f4").astype(np.float32)
         if not np.isfinite(values).all():

@@ -1,13 +1,23 @@
 """The fleet registry: who may sign what. Node id → region, public key and status; one
 aggregator identity per region; the cloud's identity. Stored as one JSON file that the operator
 distributes with the fleet's configuration (public keys only: private keys never leave their host).
+
+Schema 1. A node entry is {"region", "public_key", "status"} plus, since suspension became an
+operator command, the optional "reason" and "changed_at" (ISO 8601, UTC) of its last status
+change. They are optional, not a schema 2, so that files written before load as they are and
+daemons of the previous release still read files written now (they ignore fields they do not
+know); a change that old readers would misread must raise REGISTRY_SCHEMA instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import secrets
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -31,12 +41,22 @@ class RegistryError(ValueError):
     """A registry file that cannot be used; the message names the file and the entry."""
 
 
+class UnknownNodeError(RegistryError):
+    """Node ids that are not nodes of the registry (strangers, or the cloud's and aggregators' ids)."""
+
+    def __init__(self, node_ids: Iterable[str], consequence: str = "nothing changed") -> None:
+        self.node_ids = sorted(set(node_ids))
+        super().__init__(f"not nodes of the fleet registry: {', '.join(self.node_ids)}; {consequence}")
+
+
 @dataclass(frozen=True)
 class Member:
     member_id: str
     public_key: str
     region: str = ""
     status: NodeStatus = NodeStatus.ACTIVE
+    reason: str = ""  # why the status was last changed, as the operator gave it
+    changed_at: str = ""  # when, ISO 8601 UTC; "" for a status never changed since the fleet was made
 
     def __post_init__(self) -> None:
         check_identifier("member id", self.member_id)
@@ -84,13 +104,35 @@ class FleetRegistry:
     def nodes_in(self, region: str) -> list[Member]:
         return [node for node in self.nodes.values() if node.region == region]
 
+    def with_status(
+        self, node_ids: Iterable[str], status: NodeStatus, *, reason: str, changed_at: str
+    ) -> FleetRegistry:
+        """A copy with `node_ids` set to `status`; raises UnknownNodeError, naming every id that
+        is not a node, before changing anything. Nodes already in `status` are left as they are,
+        so repeating a command does not rewrite when and why it first happened."""
+        wanted = list(dict.fromkeys(node_ids))
+        unknown = [node_id for node_id in wanted if node_id not in self.nodes]
+        if unknown:
+            raise UnknownNodeError(unknown)
+        nodes = dict(self.nodes)
+        for node_id in wanted:
+            if nodes[node_id].status is not status:
+                nodes[node_id] = replace(nodes[node_id], status=status, reason=reason, changed_at=changed_at)
+        return replace(self, nodes=nodes)
+
     def to_json(self) -> dict[str, Any]:
         def entry(member: Member) -> dict[str, str]:
-            return {
+            fields = {
                 "region": member.region,
                 "public_key": member.public_key,
-                "status": member.status,
+                "status": member.status.value,
             }
+            # Written only when set: a fleet nobody suspended keeps the file of the first release.
+            if member.reason:
+                fields["reason"] = member.reason
+            if member.changed_at:
+                fields["changed_at"] = member.changed_at
+            return fields
 
         return {
             "schema": REGISTRY_SCHEMA,
@@ -103,10 +145,28 @@ class FleetRegistry:
         }
 
     def save(self, path: Path) -> None:
+        """Write atomically: daemons reload this file while it may be rewritten, so they must see
+        the old registry or the new one, never half of one. The temporary file sits in the same
+        directory (os.replace is atomic only within a file system) under a name of its own (two
+        writers never share it), is synced before the rename and removed if anything fails."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.to_json(), indent=1))
-        temporary.replace(path)
+        text = json.dumps(self.to_json(), indent=1) + "\n"
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        # Mode 0o666 less the umask, like a plain write; an existing file keeps its mode, because
+        # the daemons reading it may run as other users.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+                handle.flush()
+                with contextlib.suppress(FileNotFoundError):
+                    os.fchmod(handle.fileno(), path.stat().st_mode & 0o7777)
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        _sync_directory(path.parent)
 
     @classmethod
     def load(cls, path: Path) -> FleetRegistry:
@@ -123,10 +183,7 @@ class FleetRegistry:
                     region: Member(entry["id"], entry["public_key"], region=check_identifier("region", region))
                     for region, entry in data["aggregators"].items()
                 },
-                nodes={
-                    node_id: Member(node_id, entry["public_key"], entry["region"], NodeStatus(entry["status"]))
-                    for node_id, entry in data["nodes"].items()
-                },
+                nodes={node_id: _node(node_id, entry) for node_id, entry in data["nodes"].items()},
             )
             registry._keys  # noqa: B018 - parse every key now so a bad one fails at start
         except RegistryError as exc:
@@ -134,3 +191,21 @@ class FleetRegistry:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RegistryError(f"fleet registry {path}: bad entry: {exc!r}") from exc
         return registry
+
+
+def _node(node_id: str, entry: dict[str, Any]) -> Member:
+    optional = {name: entry.get(name, "") for name in ("reason", "changed_at")}
+    for name, value in optional.items():
+        if not isinstance(value, str):
+            raise RegistryError(f"node {node_id!r}: {name} must be a string, not {value!r}")
+    return Member(node_id, entry["public_key"], entry["region"], NodeStatus(entry["status"]), **optional)
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make the rename itself durable: without it a power cut can bring back the old file."""
+    with contextlib.suppress(OSError):  # not every file system lets a directory be opened and synced
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

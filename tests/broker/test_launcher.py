@@ -1,5 +1,7 @@
 """Real mosquitto processes: the bridge rules of wire.topics, retained models for late joiners,
-packet limits, restarts with persistent sessions, and no process left behind."""
+packet limits, restarts with persistent sessions, and no process left behind. The brokers run as
+in production, with TLS, client certificates and ACLs; the peers here connect as an operator
+identity that may use every Nacelle topic (what each fleet identity may do: test_security.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from broker.config import BrokerLimits
-from broker.launcher import FleetBrokers, RunningBroker, start_broker, start_fleet_brokers
+from broker.launcher import FleetBrokers, FleetSecurity, RunningBroker, start_broker, start_fleet_brokers
+from nacelle.keys import create_fleet, ensure_fleet_pki
 from nacelle.processes import ServiceError
+from nacelle.tls import client_context
 from wire.topics import MODEL_TOPIC, PARTIAL_FILTER, ROUND_TOPIC, RegionTopics
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(60)]
@@ -24,18 +28,36 @@ pytestmark = [pytest.mark.broker, pytest.mark.timeout(60)]
 # Small enough that the oversized-payload test stays fast.
 LIMITS = BrokerLimits(max_packet_size=64 * 1024)
 REGIONS = ("north", "south")
+OPERATOR = "test-operator"
+
+
+def make_security(directory: Path, operators: tuple[str, ...] = (OPERATOR,)) -> FleetSecurity:
+    """A fleet of one node per region, its PKI, and `operators` on every broker's ACL."""
+    registry = create_fleet(directory, {region: 1 for region in REGIONS})
+    ensure_fleet_pki(directory, registry, extra_identities=operators)
+    return FleetSecurity.from_fleet(directory, operators=operators)
 
 
 class Peer:
     """A paho client on one broker that records what it receives."""
 
-    def __init__(self, broker: RunningBroker, client_id: str | None = None, *, clean_session: bool = True) -> None:
+    def __init__(
+        self,
+        broker: RunningBroker,
+        client_id: str | None = None,
+        *,
+        clean_session: bool = True,
+        identity: str = OPERATOR,
+    ) -> None:
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or f"test-{secrets.token_hex(4)}",
             protocol=mqtt.MQTTv311,
             clean_session=clean_session,
         )
+        context = client_context(broker.endpoint(identity))
+        if context is not None:
+            self.client.tls_set_context(context)
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.connected = threading.Event()
         self.disconnected = threading.Event()
@@ -91,8 +113,13 @@ def connect() -> Iterator[Connect]:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[FleetBrokers]:
-    with start_fleet_brokers(REGIONS, tmp_path, limits=LIMITS) as fleet:
+def security(tmp_path: Path) -> FleetSecurity:
+    return make_security(tmp_path / "fleet")
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, security: FleetSecurity) -> Iterator[FleetBrokers]:
+    with start_fleet_brokers(REGIONS, tmp_path / "brokers", limits=LIMITS, security=security) as fleet:
         fleet.wait_for_bridges(timeout_s=10)
         yield fleet
 
@@ -115,10 +142,15 @@ def test_retained_model_reaches_a_regional_subscriber_that_connects_later(
         assert (message.topic, message.payload, message.retain) == (MODEL_TOPIC, b"model-7", True)
 
 
-def test_model_retained_before_the_regional_broker_starts(tmp_path: Path, connect: Connect) -> None:
-    with FleetBrokers(cloud=start_broker("cloud", tmp_path, role="cloud"), regions={}) as fleet:
+def test_model_retained_before_the_regional_broker_starts(
+    tmp_path: Path, security: FleetSecurity, connect: Connect
+) -> None:
+    cloud = start_broker("cloud", tmp_path, role="cloud", security=security)
+    with FleetBrokers(cloud=cloud, regions={}) as fleet:
         connect(fleet.cloud).publish(MODEL_TOPIC, b"model-1", retain=True)
-        fleet.regions["north"] = start_broker("north", tmp_path, role="regional", region="north", cloud=fleet.cloud)
+        fleet.regions["north"] = start_broker(
+            "north", tmp_path, role="regional", region="north", cloud=fleet.cloud, security=security
+        )
         fleet.wait_for_bridges(timeout_s=10)
         late = connect(fleet.regions["north"])
         late.subscribe(MODEL_TOPIC)
@@ -206,13 +238,13 @@ def test_cloud_messages_queue_for_a_regional_broker_that_is_down(fleet: FleetBro
     assert (message.payload, message.retain) == (b"round-3", False)
 
 
-def test_start_fails_fast_when_the_port_is_taken(fleet: FleetBrokers, tmp_path: Path) -> None:
+def test_start_fails_fast_when_the_port_is_taken(fleet: FleetBrokers, tmp_path: Path, security: FleetSecurity) -> None:
     with pytest.raises(ServiceError, match="already in use"):
-        start_broker("clash", tmp_path, role="cloud", port=fleet.cloud.port)
+        start_broker("clash", tmp_path, role="cloud", port=fleet.cloud.port, security=security)
 
 
-def test_start_fails_fast_with_the_log_when_mosquitto_exits(tmp_path: Path) -> None:
-    broker = start_broker("cloud", tmp_path, role="cloud")
+def test_start_fails_fast_with_the_log_when_mosquitto_exits(tmp_path: Path, security: FleetSecurity) -> None:
+    broker = start_broker("cloud", tmp_path, role="cloud", security=security)
     broker.stop()
     with broker.config_path.open("a") as config:
         config.write("no_such_option 1\n")
@@ -221,8 +253,8 @@ def test_start_fails_fast_with_the_log_when_mosquitto_exits(tmp_path: Path) -> N
     assert not broker.is_running
 
 
-def test_stop_leaves_no_process_behind(tmp_path: Path) -> None:
-    fleet = start_fleet_brokers(REGIONS, tmp_path)
+def test_stop_leaves_no_process_behind(tmp_path: Path, security: FleetSecurity) -> None:
+    fleet = start_fleet_brokers(REGIONS, tmp_path / "brokers", security=security)
     pids = [broker.pid for broker in fleet.brokers]
     assert all(pid is not None and Path(f"/proc/{pid}").exists() for pid in pids)
 

@@ -37,7 +37,7 @@ async def test_edge_daemon_trains_into_a_round_and_stops_on_sigterm(
             "private_key_path": str(key_path(fleet.directory, node_id)),
             "data_dir": str(tmp_path / "node"),
             "device": "cpu",
-            "broker": fleet.endpoint("offshore"),
+            "broker": fleet.endpoint("offshore", node_id),
         },
     )
     aggregator = fleet.aggregator("offshore", tmp_path / "agg")

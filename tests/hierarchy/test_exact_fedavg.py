@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import aiomqtt
 import numpy as np
 import pytest
 
@@ -34,7 +33,6 @@ async def test_global_model_after_hierarchy_equals_flat_fedavg(
     # Every node publishes a known delta through its own regional broker, as its own client.
     deltas, samples = [], []
     for region, count in FLEET.items():
-        broker = fleet.brokers.regions[region]
         announcement = await announced_round(fleet, region)
         for index in range(1, count + 1):
             node_id = f"{region}-t{index:05d}"
@@ -50,7 +48,7 @@ async def test_global_model_after_hierarchy_equals_flat_fedavg(
                 0.1,
             )
             payload = seal(update_envelope(update, "int8-zstd", time.time()), fleet.node_key(node_id))
-            async with aiomqtt.Client(broker.host, broker.port, identifier=f"test-{node_id}") as client:
+            async with fleet.client(region, node_id, identifier=f"test-{node_id}") as client:
                 await client.publish(RegionTopics(region).update(node_id), payload, qos=1)
             deltas.append(delta)
             samples.append(weight)

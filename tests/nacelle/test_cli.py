@@ -13,9 +13,9 @@ from nacelle import __version__
 from nacelle.cli import main
 from nacelle.config import write_config
 from nacelle.keys import key_path, registry_path
-from wire.registry import FleetRegistry
+from wire.registry import FleetRegistry, NodeStatus
 
-SUBCOMMANDS = ["edge", "region", "cloud", "keys", "simulate"]
+SUBCOMMANDS = ["edge", "region", "cloud", "keys", "registry", "simulate"]
 
 
 @pytest.fixture(autouse=True)
@@ -47,9 +47,10 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
     [
         ("edge", ["--config", "edge node"]),
         ("region", ["--config", "regional aggregator"]),
-        ("cloud", ["--config", "--once", "--rounds"]),
+        ("cloud", ["--config", "--once", "--rounds", "--resume-schedule"]),
         ("keys", ["--out", "--turbines", "--regions", "--region-names"]),
-        ("simulate", ["--turbines", "--regions", "--nights", "--workdir", "--summary-json"]),
+        ("registry", ["list", "suspend", "activate", "--registry", "--reason"]),
+        ("simulate", ["--turbines", "--regions", "--nights", "--workdir", "--summary-json", "--keep-running"]),
     ],
 )
 def test_each_subcommand_help_describes_its_options(
@@ -83,6 +84,24 @@ def test_a_daemon_without_config_is_a_usage_error(capsys: pytest.CaptureFixture[
 
     assert code == 2
     assert "--config" in capsys.readouterr().err
+
+
+def test_simulate_live_interval_without_keep_running_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code = _exit_code(["simulate", "--live-interval", "5", "--workdir", str(tmp_path / "sim")])
+
+    assert code == 2
+    assert "--keep-running" in capsys.readouterr().err
+    assert not (tmp_path / "sim").exists()
+
+
+@pytest.mark.parametrize("interval", ["0", "-3", "nan"])
+def test_simulate_live_interval_must_be_positive(capsys: pytest.CaptureFixture[str], interval: str) -> None:
+    code = _exit_code(["simulate", "--keep-running", "--live-interval", interval])
+
+    assert code == 2
+    assert "must be positive" in capsys.readouterr().err
 
 
 def test_cloud_once_and_rounds_are_mutually_exclusive(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -123,6 +142,158 @@ def test_keys_uses_the_given_region_names(tmp_path: Path) -> None:
 
 def test_keys_with_zero_regions_is_a_usage_error(tmp_path: Path) -> None:
     assert _exit_code(["keys", "--out", str(tmp_path / "fleet"), "--turbines", "4", "--regions", "0"]) == 2
+
+
+# -- registry ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def registry_file(tmp_path: Path) -> Path:
+    fleet_dir = tmp_path / "fleet"
+    assert main(["keys", "--out", str(fleet_dir), "--turbines", "4", "--regions", "2"]) == 0
+    return registry_path(fleet_dir)
+
+
+def _registry(path: Path, *args: str) -> int:
+    return _exit_code(["registry", *args, "--registry", str(path)])
+
+
+def test_registry_suspend_records_status_and_reason(capsys: pytest.CaptureFixture[str], registry_file: Path) -> None:
+    capsys.readouterr()
+
+    code = _registry(registry_file, "suspend", "offshore-t00001", "onshore-t00002", "--reason", "gearbox swap")
+
+    assert code == 0
+    nodes = FleetRegistry.load(registry_file).nodes
+    for node_id in ["offshore-t00001", "onshore-t00002"]:
+        assert (nodes[node_id].status, nodes[node_id].reason) == (NodeStatus.SUSPENDED, "gearbox swap")
+        assert nodes[node_id].changed_at.endswith("+00:00")
+    assert nodes["offshore-t00002"].status is NodeStatus.ACTIVE
+    out = capsys.readouterr().out
+    assert "offshore-t00001: suspended" in out
+    assert str(registry_file) in out
+
+
+def test_registry_activate_brings_a_suspended_node_back(
+    capsys: pytest.CaptureFixture[str], registry_file: Path
+) -> None:
+    _registry(registry_file, "suspend", "offshore-t00001", "--reason", "gearbox swap")
+
+    code = _registry(registry_file, "activate", "offshore-t00001")
+
+    node = FleetRegistry.load(registry_file).nodes["offshore-t00001"]
+    assert code == 0
+    assert (node.status, node.reason) == (NodeStatus.ACTIVE, "")
+    assert "offshore-t00001: active" in capsys.readouterr().out
+
+
+def test_registry_command_repeated_says_so_and_leaves_the_file_alone(
+    capsys: pytest.CaptureFixture[str], registry_file: Path
+) -> None:
+    _registry(registry_file, "suspend", "onshore-t00001", "--reason", "first")
+    before = registry_file.read_bytes()
+    capsys.readouterr()
+
+    code = _registry(registry_file, "suspend", "onshore-t00001", "--reason", "second")
+
+    assert code == 0
+    assert registry_file.read_bytes() == before
+    assert "onshore-t00001: already suspended since" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("action", ["suspend", "activate"])
+def test_registry_unknown_node_ids_exit_2_naming_them_and_change_nothing(
+    capsys: pytest.CaptureFixture[str], registry_file: Path, action: str
+) -> None:
+    _registry(registry_file, "suspend", "offshore-t00002")
+    before = registry_file.read_bytes()
+    capsys.readouterr()
+
+    code = _registry(registry_file, action, "offshore-t00002", "offshore-t00099", "aggregator-onshore")
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("nacelle registry: ")
+    assert "offshore-t00099" in err and "aggregator-onshore" in err
+    assert "offshore-t00002" not in err
+    assert "left unchanged" in err
+    assert registry_file.read_bytes() == before
+
+
+def test_registry_list_prints_every_node_with_region_status_and_reason(
+    capsys: pytest.CaptureFixture[str], registry_file: Path
+) -> None:
+    _registry(registry_file, "suspend", "onshore-t00002", "--reason", "blade inspection")
+    capsys.readouterr()
+
+    code = _registry(registry_file, "list")
+
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert lines[0].split() == ["node", "region", "status", "since", "reason"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert sorted(rows) == ["offshore-t00001", "offshore-t00002", "onshore-t00001", "onshore-t00002"]
+    assert rows["offshore-t00001"] == ["offshore-t00001", "offshore", "active", "-", "-"]
+    assert rows["onshore-t00002"][:3] == ["onshore-t00002", "onshore", "suspended"]
+    assert lines[-1].endswith("blade inspection")
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        (["--status", "suspended"], ["offshore-t00001", "onshore-t00002"]),
+        (["--status", "active"], ["offshore-t00002", "onshore-t00001"]),
+        (["--region", "onshore"], ["onshore-t00001", "onshore-t00002"]),
+        (["--region", "onshore", "--status", "active"], ["onshore-t00001"]),
+    ],
+)
+def test_registry_list_filters_by_status_and_region(
+    capsys: pytest.CaptureFixture[str], registry_file: Path, filters: list[str], expected: list[str]
+) -> None:
+    _registry(registry_file, "suspend", "offshore-t00001", "onshore-t00002")
+    capsys.readouterr()
+
+    code = _registry(registry_file, "list", *filters)
+
+    assert code == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]] == expected
+
+
+def test_registry_list_of_an_unknown_region_names_the_known_ones(
+    capsys: pytest.CaptureFixture[str], registry_file: Path
+) -> None:
+    code = _registry(registry_file, "list", "--region", "offshroe")
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "offshroe" in err and "offshore, onshore" in err
+
+
+def test_registry_reason_of_several_lines_is_refused(capsys: pytest.CaptureFixture[str], registry_file: Path) -> None:
+    before = registry_file.read_bytes()
+
+    code = _registry(registry_file, "suspend", "offshore-t00001", "--reason", "two\nlines")
+
+    assert code == 2
+    assert "one line" in capsys.readouterr().err
+    assert registry_file.read_bytes() == before
+
+
+def test_registry_missing_file_exits_2_naming_it(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "absent.json"
+
+    code = _registry(path, "suspend", "offshore-t00001")
+
+    assert code == 2
+    assert str(path) in capsys.readouterr().err
+    assert not path.exists()
+
+
+def test_registry_without_registry_path_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code = _exit_code(["registry", "list"])
+
+    assert code == 2
+    assert "--registry" in capsys.readouterr().err
 
 
 # -- daemons with a bad configuration --------------------------------------------------------

@@ -263,6 +263,15 @@ def test_decode_refuses_an_int8_scale_that_overflows_float32() -> None:
     assert _reason(body) is RejectReason.NON_FINITE
 
 
+@pytest.mark.parametrize("scale", [1e38, 3.4e38])
+def test_decode_refuses_a_float32_scale_whose_products_overflow_without_a_warning(scale: float) -> None:
+    # Found by tests/wire/test_decoder_fuzz.py: the scale itself is a finite float32, but 127 x
+    # scale is not; numpy's overflow RuntimeWarning escaped (an exception where warnings are errors).
+    body = _body(_zstd(b"\x7f" * TOTAL_VALUES), codec="int8-zstd", scale=scale)
+
+    assert _reason(body) is RejectReason.NON_FINITE
+
+
 def test_decode_refuses_a_shape_that_is_not_a_list() -> None:
     body = _body(_zstd(b"\0" * 4 * TOTAL_VALUES))
     body["tensors"][0][1] = 12

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from nacelle.keys import (
     registry_path,
     split_turbines,
 )
-from wire.registry import FleetRegistry, NodeStatus, RegistryError
+from wire.registry import FleetRegistry, NodeStatus, RegistryError, UnknownNodeError
 from wire.signing import (
     KeyFileError,
     generate_key,
@@ -263,6 +264,156 @@ def test_registry_with_a_node_reusing_the_cloud_id_is_refused(
 
     with pytest.raises(RegistryError, match=CLOUD_ID):
         FleetRegistry.load(_write(tmp_path, data))
+
+
+# -- status changes and saving ---------------------------------------------------------------
+
+SINCE = "2026-11-23T08:00:00+00:00"
+
+
+def _leftovers(fleet_dir: Path) -> list[str]:
+    """Files next to the registry other than what a fleet directory holds: temporary files."""
+    return sorted(p.name for p in fleet_dir.iterdir() if p.is_file() and p.name != "registry.json")
+
+
+def test_suspension_with_its_reason_survives_save_and_load(fleet: tuple[Path, FleetRegistry]) -> None:
+    fleet_dir, created = fleet
+    suspended = created.with_status(["south-t00002"], NodeStatus.SUSPENDED, reason="gearbox swap", changed_at=SINCE)
+
+    suspended.save(registry_path(fleet_dir))
+    loaded = FleetRegistry.load(registry_path(fleet_dir))
+
+    assert loaded == suspended
+    node = loaded.nodes["south-t00002"]
+    assert (node.status, node.reason, node.changed_at) == (NodeStatus.SUSPENDED, "gearbox swap", SINCE)
+    assert all(n.status is NodeStatus.ACTIVE for n_id, n in loaded.nodes.items() if n_id != "south-t00002")
+
+
+def test_reactivation_clears_the_reason_and_records_when(fleet: tuple[Path, FleetRegistry]) -> None:
+    _, created = fleet
+    suspended = created.with_status(["north-t00001"], NodeStatus.SUSPENDED, reason="vandalism", changed_at=SINCE)
+
+    active = suspended.with_status(
+        ["north-t00001"], NodeStatus.ACTIVE, reason="", changed_at="2026-11-24T09:00:00+00:00"
+    )
+
+    node = active.nodes["north-t00001"]
+    assert (node.status, node.reason, node.changed_at) == (NodeStatus.ACTIVE, "", "2026-11-24T09:00:00+00:00")
+
+
+def test_a_node_already_in_the_status_keeps_when_and_why(fleet: tuple[Path, FleetRegistry]) -> None:
+    _, created = fleet
+    first = created.with_status(["north-t00001"], NodeStatus.SUSPENDED, reason="first", changed_at=SINCE)
+
+    again = first.with_status(["north-t00001"], NodeStatus.SUSPENDED, reason="second", changed_at="later")
+
+    assert again.nodes["north-t00001"] == first.nodes["north-t00001"]
+
+
+def test_status_change_naming_unknown_ids_names_them_all_and_changes_nothing(
+    fleet: tuple[Path, FleetRegistry],
+) -> None:
+    _, created = fleet
+
+    with pytest.raises(UnknownNodeError, match=r"aggregator-north, north-t00099") as refused:
+        created.with_status(
+            ["north-t00001", "north-t00099", "aggregator-north"], NodeStatus.SUSPENDED, reason="", changed_at=SINCE
+        )
+
+    assert refused.value.node_ids == ["aggregator-north", "north-t00099"]
+    assert isinstance(refused.value, RegistryError)
+    assert all(n.status is NodeStatus.ACTIVE for n in created.nodes.values())
+
+
+def test_registry_written_before_reasons_existed_loads_with_empty_ones(
+    fleet: tuple[Path, FleetRegistry], tmp_path: Path
+) -> None:
+    data = _registry_json(fleet[0])
+    data["nodes"]["north-t00002"]["status"] = "suspended"  # as an operator edited it by hand then
+    assert all(set(entry) == {"region", "public_key", "status"} for entry in data["nodes"].values())
+
+    loaded = FleetRegistry.load(_write(tmp_path, data))
+
+    node = loaded.nodes["north-t00002"]
+    assert (node.status, node.reason, node.changed_at) == (NodeStatus.SUSPENDED, "", "")
+
+
+def test_a_registry_nobody_suspended_is_written_without_the_optional_fields(fleet: tuple[Path, FleetRegistry]) -> None:
+    data = _registry_json(fleet[0])
+
+    assert data["schema"] == 1
+    assert all(set(entry) == {"region", "public_key", "status"} for entry in data["nodes"].values())
+
+
+@pytest.mark.parametrize(("field", "value"), [("reason", 42), ("changed_at", None)])
+def test_registry_with_a_mistyped_optional_field_is_refused(
+    fleet: tuple[Path, FleetRegistry], tmp_path: Path, field: str, value: object
+) -> None:
+    data = _registry_json(fleet[0])
+    data["nodes"]["north-t00001"][field] = value
+
+    with pytest.raises(RegistryError, match=rf"north-t00001.*{field}"):
+        FleetRegistry.load(_write(tmp_path, data))
+
+
+def test_a_save_that_fails_leaves_the_old_file_and_no_temporary_file(
+    fleet: tuple[Path, FleetRegistry], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet_dir, created = fleet
+    before = registry_path(fleet_dir).read_bytes()
+    suspended = created.with_status(["north-t00001"], NodeStatus.SUSPENDED, reason="x", changed_at=SINCE)
+
+    def disk_full(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        suspended.save(registry_path(fleet_dir))
+
+    assert registry_path(fleet_dir).read_bytes() == before
+    assert _leftovers(fleet_dir) == []
+
+
+def test_saving_over_a_registry_keeps_its_file_mode(fleet: tuple[Path, FleetRegistry]) -> None:
+    fleet_dir, created = fleet
+    os.chmod(registry_path(fleet_dir), 0o640)
+
+    created.with_status(["north-t00001"], NodeStatus.SUSPENDED, reason="", changed_at=SINCE).save(
+        registry_path(fleet_dir)
+    )
+
+    assert stat.S_IMODE(registry_path(fleet_dir).stat().st_mode) == 0o640
+    assert _leftovers(fleet_dir) == []
+
+
+def test_a_reader_never_sees_a_half_written_registry(fleet: tuple[Path, FleetRegistry]) -> None:
+    # What the aggregators rely on when they reload the file at each round while an operator saves.
+    fleet_dir, created = fleet
+    path = registry_path(fleet_dir)
+    versions = [
+        created.with_status(["north-t00001"], status, reason="r" * 2000, changed_at=SINCE)
+        for status in (NodeStatus.SUSPENDED, NodeStatus.ACTIVE)
+    ]
+    stop = threading.Event()
+    failures: list[Exception] = []
+
+    def read_until_stopped() -> None:
+        while not stop.is_set():
+            try:
+                FleetRegistry.load(path)
+            except RegistryError as exc:
+                failures.append(exc)
+
+    reader = threading.Thread(target=read_until_stopped)
+    reader.start()
+    try:
+        for index in range(60):
+            versions[index % 2].save(path)
+    finally:
+        stop.set()
+        reader.join()
+
+    assert failures == []
 
 
 # -- signing -------------------------------------------------------------------------------
