@@ -10,21 +10,27 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cloud_core.alerts import AlertIngest
 from cloud_core.config import CloudConfig
+from cloud_core.holdout import load_holdout
+from cloud_core.influx import metrics_writer
 from cloud_core.metrics import round_points
 from cloud_core.model_store import ModelStore, ModelVersion, weights_digest
-from cloud_core.rounds import CloudRound, RoundRecord, round_record
-from learning.model import AutoencoderShape, initial_weights, weight_shapes
+from cloud_core.rounds import CloudRound, QuorumVerdict, RoundRecord, guard_verdict, quorum_verdict, round_record
+from cloud_core.schedule import next_round_time
+from learning.model import AutoencoderShape, Weights, initial_weights, weight_shapes
+from learning.training import reconstruction_errors
 from nacelle.files import write_atomically
 from nacelle.mqtt import MqttSession, SessionSpec
-from telemetry import InfluxV1Writer, MetricsWriteError, MetricsWriter
+from telemetry import MetricsWriteError, MetricsWriter
 from wire.envelope import Kind, open_envelope, seal
 from wire.errors import RejectedMessage, RejectReason
 from wire.messages import (
@@ -34,9 +40,9 @@ from wire.messages import (
     parse_partial,
     round_envelope,
 )
-from wire.registry import FleetRegistry
+from wire.registry import FleetRegistry, NodeStatus, RegistryError
 from wire.signing import load_private_key
-from wire.topics import MODEL_TOPIC, PARTIAL_FILTER, ROUND_TOPIC, region_of_partial_topic
+from wire.topics import ALERT_FILTER, MODEL_TOPIC, PARTIAL_FILTER, ROUND_TOPIC, alert_topic_ids, region_of_partial_topic
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +56,10 @@ class CloudCore:
         *,
         metrics: MetricsWriter | None = None,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.config = config
+        self._sleep = sleep
         self.registry = registry
         self._key = signing_key
         self._clock = clock
@@ -75,8 +83,12 @@ class CloudCore:
             )
             self.store.save(*latest)
         self.model, self.weights = latest
+        self._holdout = load_holdout(config.guard.holdout_path, self.shape) if config.guard.holdout_path else None
         self._round_changed = asyncio.Event()
+        self._published_version: int | None = None
         self.partials_refused = 0
+        # Alerts go to InfluxDB whether or not a round is open (cloud_core.alerts).
+        self.alerts = AlertIngest(registry, config.alerts, metrics, clock=clock)
         # Before the session starts: partials queued by the broker while we were down arrive
         # as soon as it connects, and must find their round open.
         self.round: CloudRound | None = self._resume_open_round()
@@ -84,7 +96,7 @@ class CloudCore:
             SessionSpec(
                 client_id="nacelle-cloud",
                 endpoint=config.broker,
-                subscriptions=(PARTIAL_FILTER,),
+                subscriptions=(PARTIAL_FILTER, ALERT_FILTER),
                 manual_ack=True,  # a partial is on disk before the broker forgets it
             ),
             handler=self._on_message,
@@ -93,7 +105,7 @@ class CloudCore:
 
     @classmethod
     def from_config(cls, config: CloudConfig) -> CloudCore:
-        metrics = InfluxV1Writer(config.influx.url, config.influx.database) if config.influx.url else None
+        metrics = metrics_writer(config.influx, config.state_dir)
         return cls(
             config,
             FleetRegistry.load(config.registry_path),
@@ -112,17 +124,29 @@ class CloudCore:
         return json.loads(lines[-1])["round"] if lines else 0
 
     def seconds_until_scheduled_round(self) -> float:
-        """Time left until the round after the last logged one is due (`schedule.interval_s`
-        after it opened); 0 when none is logged or a round is open (it resumes at once)."""
-        if self.round is not None or not self._round_log.exists():
+        """Time left until the next round is due by the schedule (cron, or interval after the
+        last logged round); 0 when a round is open (it resumes at once) or one is overdue."""
+        if self.round is not None:
             return 0.0
-        lines = self._round_log.read_text().splitlines()
-        if not lines:
-            return 0.0
-        due = float(json.loads(lines[-1])["opened_at"]) + self.config.schedule.interval_s
-        return max(0.0, due - self._clock())
+        lines = self._round_log.read_text().splitlines() if self._round_log.exists() else []
+        last_opened = float(json.loads(lines[-1])["opened_at"]) if lines else None
+        schedule, now = self.config.schedule, self._clock()
+        due = next_round_time(
+            now, cron=schedule.cron, timezone=schedule.timezone, interval_s=schedule.interval_s, last_opened=last_opened
+        )
+        return max(0.0, due - now)
+
+    def _refresh_model(self) -> None:
+        """Pick up a version written by `nacelle model rollback` while we run: the newest
+        version on disk is the fleet's model, never our older copy in memory."""
+        newest = self.store.versions()
+        if newest and newest[-1] > self.model.version:
+            self.model, self.weights = self.store.load(newest[-1], list(self._shapes))
+            log.info("cloud now serves model v%d (%s)", self.model.version, self.model.details.get("event", "stored"))
 
     async def _publish_model(self) -> None:
+        self._refresh_model()
+        self._published_version = self.model.version
         release = ModelRelease(self.model.version, self.model.round_id, self.model.parent_version, self.weights)
         payload = seal(model_envelope(release, self.cloud_id, self.model.created_at), self._key)
         await self.session.publish(MODEL_TOPIC, payload, retain=True)
@@ -138,6 +162,9 @@ class CloudCore:
 
     async def _on_message(self, message: aiomqtt.Message) -> None:
         payload = message.payload if isinstance(message.payload, bytes) else b""
+        if alert_topic_ids(str(message.topic)) is not None:
+            await self.alerts.handle(payload, str(message.topic))
+            return
         topic_region = region_of_partial_topic(str(message.topic)) or "?"
         try:
             self._accept_partial(payload, topic_region)
@@ -194,6 +221,7 @@ class CloudCore:
         return cloud_round
 
     def _open_round(self) -> CloudRound:
+        self._refresh_model()
         now = self._clock()
         schedule, plan = self.config.schedule, self.config.training
         announcement = RoundAnnouncement(
@@ -219,6 +247,8 @@ class CloudCore:
         await self.session.connected.wait()
         cloud_round = self.round or self._open_round()
         announcement = cloud_round.announcement
+        if self.model.version != self._published_version:  # a rollback stored while we ran
+            await self._publish_model()
         await self._publish_round(announcement)
         log.info(
             "cloud opened round %d from model v%d for regions %s",
@@ -240,33 +270,91 @@ class CloudCore:
                 await asyncio.wait_for(self._round_changed.wait(), timeout=min(remaining, 5.0))
         return await self._finish(cloud_round)
 
+    def _verdict(
+        self, cloud_round: CloudRound, candidate: Weights | None, quorum: QuorumVerdict
+    ) -> tuple[str, str, float | None]:
+        """(status, reason, holdout loss of the model the round leaves in place)."""
+        current_loss = self._holdout_loss(self.weights)
+        if candidate is None:
+            return "empty", "no node contributed an update", current_loss
+        if not quorum.met:
+            return "quorum_failed", quorum.reason, current_loss
+        if self.model.version != cloud_round.announcement.base_version:
+            return "superseded", f"v{self.model.version} was stored during the round (a rollback)", current_loss
+        candidate_loss = self._holdout_loss(candidate)
+        if candidate_loss is not None and current_loss is not None:
+            refusal = guard_verdict(candidate_loss, current_loss, self.config.guard.max_loss_increase)
+            if refusal:
+                return "guard_refused", refusal, current_loss
+        return "published", "", candidate_loss
+
+    def _holdout_loss(self, weights: Weights) -> float | None:
+        if self._holdout is None:
+            return None
+        return float(reconstruction_errors(weights, self._holdout, self.shape).mean())
+
+    def _finished_before_a_crash(self, cloud_round: CloudRound) -> bool:
+        """The newest stored version is this round's own result: the cloud core stored it, then
+        died before logging the round. Adopt it rather than apply the round a second time."""
+        return (
+            self.model.round_id == cloud_round.round_id
+            and self.model.parent_version == cloud_round.announcement.base_version
+            and self.model.details.get("event") == "published"
+        )
+
     async def _finish(self, cloud_round: CloudRound) -> RoundRecord:
+        self._refresh_model()
+        already_stored = self._finished_before_a_crash(cloud_round)
+        if already_stored:  # merge again from its parent: same partials, same result, stored once
+            log.warning("cloud: round %d was stored as v%d before a restart", cloud_round.round_id, self.model.version)
+            self.model, self.weights = self.store.load(self.model.parent_version, list(self._shapes))
         parent = self.model
-        new_weights = cloud_round.merged_weights(self.weights, self.config.server_learning_rate)
+        candidate = cloud_round.merged_weights(self.weights, self.config.server_learning_rate)
+        quorum = quorum_verdict(cloud_round, self.config.quorum.min_node_share, self.config.quorum.min_region_share)
+        status, reason, holdout_loss = self._verdict(cloud_round, candidate, quorum)
+        if reason:
+            log.warning("cloud: round %d keeps model v%d: %s", cloud_round.round_id, parent.version, reason)
         now = self._clock()
-        version = parent.version + 1 if new_weights is not None else parent.version
-        record = round_record(cloud_round, version, new_weights is not None, now, self.partials_refused)
-        if new_weights is not None:
+        published = status == "published" and candidate is not None
+        record = round_record(
+            cloud_round,
+            parent.version + 1 if published else parent.version,
+            status,
+            now,
+            self.partials_refused,
+            reason=reason,
+            quorum=quorum,
+            holdout_loss=holdout_loss,
+            nodes_suspended=self._nodes_suspended(),
+        )
+        if published and candidate is not None:
             self.model = ModelVersion(
-                version,
+                record.model_version,
                 cloud_round.round_id,
                 parent.version,
                 now,
-                weights_digest(new_weights),
+                weights_digest(candidate),
                 {
+                    "event": "published",
                     "codec": cloud_round.announcement.codec,
                     "regions": record.regions,
                     "updates_accepted": record.updates_accepted,
                     "train_loss_mean": record.train_loss_mean,
+                    "holdout_loss": holdout_loss,
                 },
             )
-            self.weights = new_weights
-            self.store.save(self.model, new_weights)
+            self.weights = candidate
+            if already_stored:
+                self.model = self.store.load(self.model.version, [])[0]
+            else:
+                self.store.save(self.model, candidate)
             await self._publish_model()
         written = await self._write_metrics(record, cloud_round, parent.version)
         record = RoundRecord(**{**record.__dict__, "points_written": written})
         with open(self._round_log, "a") as handle:
             handle.write(json.dumps(record.to_json()) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
         self._open_path.unlink(missing_ok=True)
         self.round = None
         self.partials_refused = 0
@@ -281,6 +369,13 @@ class CloudCore:
         )
         return record
 
+    def _nodes_suspended(self) -> int:
+        try:
+            registry = FleetRegistry.load(self.config.registry_path)
+        except (OSError, RegistryError):
+            registry = self.registry
+        return sum(1 for node in registry.nodes.values() if node.status is NodeStatus.SUSPENDED)
+
     async def _write_metrics(self, record: RoundRecord, cloud_round: CloudRound, parent_version: int) -> int:
         if self.metrics is None:
             return 0
@@ -292,24 +387,26 @@ class CloudCore:
             return exc.accepted
 
     async def run(self, max_rounds: int | None = None, *, resume_schedule: bool = False) -> list[RoundRecord]:
-        """Run rounds every `schedule.interval_s` until cancelled or `max_rounds` are done. The
-        first opens at once, or with `resume_schedule` when the round log says it is due: a
-        restart then keeps the fleet's cadence instead of adding a round."""
+        """Run rounds on the schedule until cancelled or `max_rounds` are done. With `max_rounds`
+        (`--once`, `--rounds N`) or an interval schedule the first round opens at once, unless
+        `resume_schedule` asks to keep the cadence of the round log (a restart adds no round);
+        a cron daemon waits for its first firing. An open round always resumes at once."""
         session = asyncio.create_task(self.session.run())
         records: list[RoundRecord] = []
+        at_once = (max_rounds is not None or self.config.schedule.interval_s is not None) and not resume_schedule
         try:
-            if resume_schedule:
-                await asyncio.sleep(self.seconds_until_scheduled_round())
             while max_rounds is None or len(records) < max_rounds:
-                started = self._clock()
+                if records or not at_once:
+                    delay = self.seconds_until_scheduled_round()
+                    if delay > 0:
+                        log.info("cloud: next round in %.0fs", delay)
+                    await self._sleep(delay)
                 records.append(await self.run_round())
-                if max_rounds is not None and len(records) >= max_rounds:
-                    break
-                await asyncio.sleep(max(0.0, started + self.config.schedule.interval_s - self._clock()))
             return records
         finally:
             session.cancel()
             await asyncio.gather(session, return_exceptions=True)
+            await self.alerts.close()
             if self.metrics is not None:
                 self.metrics.close()
 

@@ -33,6 +33,10 @@ class ModelVersion:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+class ModelStoreError(ValueError):
+    """A version that cannot be stored or found; the message names it."""
+
+
 class ModelStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory / "models"
@@ -45,6 +49,10 @@ class ModelStore:
         return sorted(int(p.stem[1:]) for p in self.directory.glob("v*.json"))
 
     def save(self, meta: ModelVersion, weights: Weights) -> None:
+        """Store a new version; never replaces one (the cloud core and `nacelle model rollback`
+        may both add a version: the second to arrive fails loudly instead of overwriting)."""
+        if self._path(meta.version, ".json").exists():
+            raise ModelStoreError(f"model v{meta.version} already exists in {self.directory}")
         weights_tmp = self.directory / f"v{meta.version:06d}.tmp.npz"
         np.savez(weights_tmp, **weights)
         weights_tmp.replace(self._path(meta.version, ".npz"))
@@ -54,6 +62,9 @@ class ModelStore:
         meta_tmp.replace(self._path(meta.version, ".json"))
 
     def load(self, version: int, names: list[str]) -> tuple[ModelVersion, Weights]:
+        if not self._path(version, ".json").exists():
+            known = ", ".join(f"v{v}" for v in self.versions()) or "none"
+            raise ModelStoreError(f"no model v{version} in {self.directory} (stored: {known})")
         meta = ModelVersion(**json.loads(self._path(version, ".json").read_text()))
         with np.load(self._path(version, ".npz")) as archive:
             weights = {name: archive[name].astype(np.float32) for name in names}

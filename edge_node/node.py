@@ -1,6 +1,8 @@
 """The edge node daemon: follows the retained global model and round announcements, trains when
-a round is open, publishes one signed update per round. The decisions are `training_decision`
-(pure); the rest is wiring between MQTT, the on-disk buffer and `learning.training`."""
+a round is open, publishes one signed update per round, and between rounds scores the windows
+that arrive with the newest model, alerting the cloud when they look anomalous
+(`edge_node.scoring`). The decisions are `training_decision` and `edge_node.alerts` (pure); the
+rest is wiring between MQTT, the on-disk buffer and `learning.training`."""
 
 from __future__ import annotations
 
@@ -19,15 +21,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edge_node.buffer import FeatureBuffer
 from edge_node.config import EdgeConfig
 from edge_node.recordings import RecordingIngestor
+from edge_node.scoring import LiveScoring, Scorer
 from edge_node.state import NodeState, NodeStateStore
 from learning.model import AutoencoderShape, Weights, weight_shapes
-from learning.training import LocalResult, TrainingConfig, resolve_device, train_local
+from learning.training import LocalResult, TrainingConfig, reconstruction_errors, resolve_device, train_local
 from nacelle.mqtt import MqttSession, SessionSpec
 from wire.envelope import KeyLookup, Kind, open_envelope, seal
 from wire.errors import RejectedMessage
 from wire.messages import (
+    NodeAlert,
     NodeUpdate,
     RoundAnnouncement,
+    alert_envelope,
     parse_model,
     parse_round,
     status_envelope,
@@ -42,6 +47,10 @@ log = logging.getLogger(__name__)
 
 # (global weights, windows, plan, seed) → the local result; seed is the round id.
 Trainer = Callable[[Weights, np.ndarray, TrainingConfig, int], Awaitable[LocalResult]]
+# (round id) → brings into the buffer what the turbine records up to that round: the simulator's
+# synthetic sensor (a real node reads recordings instead). Called with the open round before the
+# node scores, and with the next one once its update is out, so the next round need not wait.
+WindowFeed = Callable[[int], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -51,9 +60,17 @@ class Decision:
 
 
 def training_decision(
-    announcement: RoundAnnouncement, state: NodeState, windows: int, min_windows: int, now: float
+    announcement: RoundAnnouncement,
+    state: NodeState,
+    windows: int,
+    min_windows: int,
+    now: float,
+    *,
+    new_windows: int | None = None,
+    min_new_windows: int = 0,
 ) -> Decision:
-    """Whether to train for `announcement` now. `wait_for_model` means: train once it arrives."""
+    """Whether to train for `announcement` now. `wait_for_model` means: train once it arrives.
+    `new_windows`: windows recorded since the node last trained (None: unknown, not checked)."""
     if state.last_trained_round >= announcement.round_id:
         return Decision(False, "already_trained")
     if now > announcement.regional_deadline:
@@ -62,6 +79,8 @@ def training_decision(
         return Decision(False, "wait_for_model")
     if windows < min_windows:
         return Decision(False, "not_enough_data")
+    if new_windows is not None and new_windows < min_new_windows:
+        return Decision(False, "not_enough_new_data")
     return Decision(True, "ok")
 
 
@@ -75,11 +94,14 @@ class EdgeNode:
         shape: AutoencoderShape | None = None,
         train_executor: Executor | None = None,
         trainer: Trainer | None = None,
+        scorer: Scorer | None = None,
+        feed: WindowFeed | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """`train_executor` runs training and file ingestion off the event loop (default: the
-        loop's thread pool). `trainer` replaces local training altogether; the simulator uses
-        it to train many nodes' rounds in one batch, with the same result per node."""
+        """`train_executor` runs training, scoring and file ingestion off the event loop
+        (default: the loop's thread pool). `trainer` and `scorer` replace local training and
+        scoring altogether; the simulator uses them to train and score many nodes in one batch,
+        with the same result per node. `feed` is the simulator's sensor (WindowFeed)."""
         self.config = config
         self.shape = shape or AutoencoderShape()
         self._shapes = weight_shapes(self.shape)
@@ -103,6 +125,17 @@ class EdgeNode:
         self.updates_published = 0
         self.last_update_bytes = 0
         self._round: RoundAnnouncement | None = None
+        self._feed = feed
+        self.scoring = LiveScoring(
+            config.alerts,
+            self.buffer,
+            self._store,
+            node_id=config.node_id,
+            region=config.region,
+            scorer=scorer or self._score_here,
+            publish=self._publish_alert,
+            clock=clock,
+        )
         offline = seal(
             status_envelope(config.node_id, config.region, "offline", self.state.model_version, clock()),
             signing_key,
@@ -128,6 +161,12 @@ class EdgeNode:
         )
 
     async def _on_connect(self) -> None:
+        await self._publish_status()
+        await self._ingest_recordings()
+
+    async def _publish_status(self) -> None:
+        """Retained "online" with the model version this node runs: operators (and rollbacks)
+        see which version every node has loaded."""
         status = status_envelope(
             self.config.node_id,
             self.config.region,
@@ -136,7 +175,6 @@ class EdgeNode:
             self._clock(),
         )
         await self.session.publish(self.topics.status(self.config.node_id), seal(status, self._key), retain=True)
-        await self._ingest_recordings()
 
     async def _ingest_recordings(self) -> None:
         """New recordings → buffer, in the executor like training (file I/O and FFTs). Bad files
@@ -153,7 +191,8 @@ class EdgeNode:
         topic = str(message.topic)
         try:
             if topic == MODEL_TOPIC:
-                self._accept_model(payload)
+                if self._accept_model(payload):
+                    await self._publish_status()
             elif topic == ROUND_TOPIC:
                 envelope = open_envelope(
                     payload,
@@ -168,7 +207,8 @@ class EdgeNode:
             return
         await self._maybe_train()
 
-    def _accept_model(self, payload: bytes) -> None:
+    def _accept_model(self, payload: bytes) -> bool:
+        """Load a verified, newer global model; False when it is not newer than ours."""
         envelope = open_envelope(
             payload,
             max_bytes=self.config.max_message_bytes,
@@ -177,12 +217,13 @@ class EdgeNode:
         )
         release = parse_model(envelope, self._shapes)
         if release.version <= self.state.model_version:
-            return
+            return False
         self.weights = release.weights
         self.state.model_version = release.version
         self.state.model_round = release.round_id
         self._store.save(self.state, self.weights)
         log.info("node %s loaded global model v%d", self.config.node_id, release.version)
+        return True
 
     async def _train_here(self, base: Weights, windows: np.ndarray, plan: TrainingConfig, seed: int) -> LocalResult:
         device = resolve_device(self.config.device)
@@ -190,13 +231,67 @@ class EdgeNode:
             self._executor, lambda: train_local(base, windows, plan, self.shape, seed=seed, device=device)
         )
 
+    # -- alerts ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The daemon: the MQTT session, and a scoring pass every `alerts.scoring_interval_s`."""
+        tasks = [asyncio.create_task(self.session.run())]
+        if self.config.alerts.enabled:
+            tasks.append(asyncio.create_task(self._score_periodically()))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _score_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.alerts.scoring_interval_s)
+            await self._ingest_recordings()
+            await self.score_live()
+
+    async def score_live(self) -> list[NodeAlert]:
+        """Score the windows that arrived since the last pass; the alerts published. A failure
+        is logged, never raised: scoring must not stop the node from training."""
+        try:
+            return await self.scoring.run_pass(self.weights, self.state.model_version)
+        except Exception:
+            log.exception("node %s: scoring live windows failed", self.config.node_id)
+            return []
+
+    async def _score_here(self, weights: Weights, version: int, windows: np.ndarray) -> np.ndarray:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, lambda: reconstruction_errors(weights, windows, self.shape)
+        )
+
+    async def _publish_alert(self, alert: NodeAlert) -> None:
+        payload = seal(alert_envelope(alert, self._clock()), self._key)
+        await self.session.publish(self.topics.alert(self.config.node_id), payload)
+
+    # -- rounds -----------------------------------------------------------------------------
+
     async def _maybe_train(self) -> None:
         announcement = self._round
         if announcement is None or self.weights is None:
             return
         await self._ingest_recordings()
+        if self._feed is not None:
+            await self._feed(announcement.round_id)
+        # New windows are judged before they are trained on: training on a fault first would
+        # teach the model to find it normal.
+        await self.score_live()
+        chunks = self.buffer.chunks()
         windows = self.buffer.windows()
-        decision = training_decision(announcement, self.state, len(windows), self.config.min_windows, self._clock())
+        decision = training_decision(
+            announcement,
+            self.state,
+            len(windows),
+            self.config.min_windows,
+            self._clock(),
+            new_windows=sum(c.size() for c in chunks if c.sequence > self.state.trained_through_chunk),
+            min_new_windows=self.config.min_new_windows,
+        )
         if not decision.train:
             log.debug(
                 "node %s skips round %d: %s",
@@ -221,6 +316,7 @@ class EdgeNode:
         # Recorded only after the broker acknowledged: a crash before this retrains and
         # republishes, and the aggregator counts the second copy once.
         self.state.last_trained_round = announcement.round_id
+        self.state.trained_through_chunk = chunks[-1].sequence if chunks else -1
         self._store.save(self.state)
         self.updates_published += 1
         self.last_update_bytes = len(payload)
@@ -232,3 +328,5 @@ class EdgeNode:
             result.train_loss,
             len(payload),
         )
+        if self._feed is not None:
+            await self._feed(announcement.round_id + 1)

@@ -242,7 +242,8 @@ class RecordingIngestor:
                     seen.size, seen.mtime_ns, seen.error = size, mtime_ns, str(exc)
                 else:
                     if len(features):
-                        self.buffer.append(features)
+                        # The file's mtime is when its newest samples, these windows, were written.
+                        self.buffer.append(features, recorded_at=mtime_ns / 1e9)
                     added = seen.windows - (previous.windows if previous else 0)
                     if added:
                         report.ingested[path.name] = added

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 
 from nacelle import __version__
 from nacelle.config import ConfigError, load_config
+from nacelle.model_admin import add_model_parser
 from nacelle.processes import ServiceError
 from wire.registry import NodeStatus
 
@@ -45,7 +47,7 @@ def _run_edge(args: argparse.Namespace) -> int:
     node = EdgeNode.from_config(load_config(EdgeConfig, args.config))
 
     async def main() -> None:
-        await _until_signalled(asyncio.ensure_future(node.session.run()))
+        await _until_signalled(asyncio.ensure_future(node.run()))
 
     asyncio.run(main())
     return 0
@@ -176,20 +178,47 @@ def _run_simulate(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         windows_per_turbine=args.windows,
         seed=args.seed,
-        influx_url=args.influx_url,
-        influx_database=args.influx_db,
+        **_influx_settings(args),
         evaluate=not args.no_evaluation,
         keep_running=args.keep_running,
+        incidents=args.incidents,
         live_interval_s=args.live_interval or SimulationSettings.live_interval_s,
+        faulty_share=args.faulty_turbines,
+        live_windows=args.live_windows,
     )
     summary = asyncio.run(run_simulation(settings))
     return 0 if summary["ok"] else 1
+
+
+def _influx_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The InfluxDB options as SimulationSettings fields; the v2 token from a file or INFLUX_TOKEN."""
+    v2 = args.influx_org is not None or args.influx_bucket is not None or args.influx_token_file is not None
+    if v2 and args.influx_db is not None:
+        raise ValueError("--influx-db is for the v1 API; the v2 API takes --influx-org and --influx-bucket")
+    token = None
+    if v2 and args.influx_token_file is None:
+        token = os.environ.get("INFLUX_TOKEN") or None
+    return {
+        "influx_url": args.influx_url,
+        "influx_database": args.influx_db or "nacelle",
+        "influx_org": args.influx_org,
+        "influx_bucket": args.influx_bucket,
+        "influx_token_file": args.influx_token_file,
+        "influx_token": token,
+    }
 
 
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
 
 
@@ -277,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_broker_host_option(pki)
     pki.set_defaults(run=_run_pki)
     _add_registry_parser(commands)
+    add_model_parser(commands)
 
     sim = commands.add_parser(
         "simulate",
@@ -296,18 +326,51 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--windows", type=_positive_int, default=256, help="feature windows per turbine (default 256)")
     sim.add_argument("--seed", type=int, default=0, help="seed of the synthetic fleet (default 0)")
     sim.add_argument(
+        "--faulty-turbines",
+        type=_share,
+        default=0.05,
+        metavar="SHARE",
+        help="share of turbines that develop a fault during the run, e.g. 0.05 (default; 0: none)",
+    )
+    sim.add_argument(
+        "--live-windows",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="windows each turbine records every night, scores and may alert on (default 8)",
+    )
+    sim.add_argument(
         "--workdir",
         type=Path,
         default=Path("runs/sim"),
         help="where keys, configs, logs and state go; emptied first (default runs/sim)",
     )
     sim.add_argument("--summary-json", type=Path, default=None, help="write the run's summary here")
-    sim.add_argument("--influx-url", default=None, help="use this InfluxDB (v1 API) instead of starting one")
-    sim.add_argument("--influx-db", default="nacelle", help="database name (default nacelle)")
+    influx = sim.add_argument_group(
+        "an existing InfluxDB",
+        "By default the simulator starts its own InfluxDB 1.x. With --influx-url the cloud core writes to that "
+        "server instead: the v1 API (/write) into --influx-db, or, with --influx-org and --influx-bucket, the "
+        "v2 API (/api/v2/write) with a token read from --influx-token-file or the INFLUX_TOKEN environment "
+        "variable (never from the command line, where ps shows it; never printed).",
+    )
+    influx.add_argument("--influx-url", default=None, metavar="URL", help="e.g. http://influx.example:8086")
+    influx.add_argument("--influx-db", default=None, metavar="NAME", help="v1: an existing database (default nacelle)")
+    influx.add_argument("--influx-org", default=None, metavar="ORG", help="v2: organization")
+    influx.add_argument("--influx-bucket", default=None, metavar="BUCKET", help="v2: bucket")
+    influx.add_argument("--influx-token-file", type=Path, default=None, metavar="PATH", help="v2: file with the token")
     sim.add_argument(
         "--no-evaluation",
         action="store_true",
         help="skip the detection evaluation (federated vs local-only vs centralized models)",
+    )
+    sim.add_argument(
+        "--incidents",
+        action="store_true",
+        help=(
+            "stage what on-call engineers meet (needs 4+ nights): a suspended turbine that keeps sending, "
+            "an update signed with the wrong key, a storm night that fails quorum, an operator rollback; "
+            "to see the dashboards and alert rules work"
+        ),
     )
     sim.add_argument(
         "--keep-running",

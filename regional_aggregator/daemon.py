@@ -172,6 +172,7 @@ class RegionalAggregator:
             shapes=self._shapes,
             limits=self._limits,
             now=self._clock(),
+            last_closed_round=self.last_closed_round,
         )
 
     def _replay(self, payload: bytes, node_id: str) -> int:

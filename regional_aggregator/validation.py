@@ -49,6 +49,7 @@ def validate_update(
     shapes: Shapes,
     limits: UpdateLimits,
     now: float,
+    last_closed_round: int = 0,
 ) -> NodeUpdate:
     envelope = open_envelope(payload, max_bytes=limits.max_bytes, keys=_node_keys(registry), expected_kind=Kind.UPDATE)
     sender = envelope.sender
@@ -59,6 +60,10 @@ def validate_update(
         raise RejectedMessage(RejectReason.WRONG_REGION, f"{sender!r} belongs to region {member.region!r}")
     if member.status is not NodeStatus.ACTIVE:
         raise RejectedMessage(RejectReason.SUSPENDED_SENDER, f"{sender!r} is {member.status.value}")
+    if envelope.round_id <= last_closed_round and (open_round is None or envelope.round_id < open_round.round_id):
+        if 0 < envelope.round_id == last_closed_round:
+            raise RejectedMessage(RejectReason.LATE, f"round {envelope.round_id} closed at its deadline")
+        raise RejectedMessage(RejectReason.STALE_ROUND, f"round {envelope.round_id} is long closed")
     if open_round is None:
         raise RejectedMessage(RejectReason.NO_OPEN_ROUND, f"round {envelope.round_id} is not open here")
     if envelope.round_id < open_round.round_id:

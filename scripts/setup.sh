@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up shared by `make demo` and `make test`: the Debian packages the project
-# starts for real (mosquitto, InfluxDB 1.x) when their binaries are missing, a virtualenv in
-# .venv, and the pip packages of pyproject.toml (reinstalled only when pyproject.toml changes).
+# starts for real (mosquitto, InfluxDB 1.x, and VictoriaMetrics, which the tests use as a server
+# of the InfluxDB v2 write API) when their binaries are missing, a virtualenv in .venv, and the
+# pip packages of pyproject.toml (reinstalled only when pyproject.toml changes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,14 +15,15 @@ missing=()
 have mosquitto || missing+=(mosquitto)
 have mosquitto_pub || missing+=(mosquitto-clients)
 have influxd || missing+=(influxdb)
+have victoria-metrics || missing+=(victoria-metrics)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]} with apt-get"
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
     # Nacelle starts its own brokers and databases on free ports; the distribution's services
-    # (started by the package on systemd hosts) would only hold 1883/8086 and use memory.
+    # (started by the package on systemd hosts) would only hold 1883/8086/8428 and use memory.
     if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-        $SUDO systemctl disable --now mosquitto influxdb >/dev/null 2>&1 || true
+        $SUDO systemctl disable --now mosquitto influxdb victoria-metrics >/dev/null 2>&1 || true
     fi
 fi
 

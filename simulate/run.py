@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import resource
 import shutil
 import subprocess
@@ -18,16 +19,20 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import httpx
+import numpy as np
 import torch
 
 from broker import FleetBrokers, FleetSecurity, start_fleet_brokers
-from cloud_core.config import TrainingPlanConfig
+from cloud_core.config import InfluxConfig, TrainingPlanConfig
+from cloud_core.influx import SPOOL_DIR, influx_sender
 from cloud_core.model_store import ModelStore
+from edge_node.buffer import FeatureBuffer
 from edge_node.config import EdgeConfig
 from edge_node.node import EdgeNode
 from learning.model import AutoencoderShape, weight_shapes
@@ -44,13 +49,18 @@ from nacelle.keys import (
 )
 from nacelle.processes import ServiceError, start_process, stop_process
 from nacelle.tls import client_context
+from simulate.batch_scorer import BatchScorer
 from simulate.batch_trainer import BatchTrainer
 from simulate.evaluation import detection_summary, eval_windows, score_model, train_baselines
+from simulate.incidents import NIGHTS_NEEDED, IncidentContext, Incidents
 from simulate.influxdb_server import RunningInfluxDB, start_influxdb
 from simulate.live import keep_running
 from simulate.report import write_report
+from simulate.sensor import TurbineSensor, alert_summary, plan_faults, stored_alert_count
 from simulate.vibration import TurbineProfile, turbine_features, turbine_profile
+from telemetry import MetricsWriteError, spooled_points
 from wire.envelope import Kind, open_envelope
+from wire.messages import NodeAlert
 from wire.registry import FleetRegistry
 from wire.signing import load_private_key
 from wire.topics import RegionTopics
@@ -60,6 +70,12 @@ log = logging.getLogger(__name__)
 # Local-only baselines cost one model per turbine: past this many, an evenly spread sample of
 # the fleet is evaluated (the federated model is the same for all, so the sample is fair).
 EVAL_MAX_TURBINES = 2000
+# A simulated night lasts seconds, not a day: a turbine may alert once a night (the nodes'
+# hourly default would let each failing turbine alert once in a whole run).
+SIM_ALERT_INTERVAL_S = 0.5
+# The guard's holdout: a few windows of up to this many turbines, from a stretch of each one's
+# stream that neither training (offset 0) nor the detection evaluation (1-7) uses.
+HOLDOUT_TURBINES, HOLDOUT_WINDOWS_PER_TURBINE, HOLDOUT_OFFSET = 64, 8, 11
 
 
 @dataclass(frozen=True)
@@ -73,8 +89,14 @@ class SimulationSettings:
     learning_rate: float = TrainingPlanConfig().learning_rate
     windows_per_turbine: int = 256
     seed: int = 0
+    # An existing InfluxDB instead of a started one: v1 API with influx_database (which must
+    # exist), or v2 API (/api/v2/write) with org, bucket and a token (in a file, or given here).
     influx_url: str | None = None
     influx_database: str = "nacelle"
+    influx_org: str | None = None
+    influx_bucket: str | None = None
+    influx_token_file: Path | None = None
+    influx_token: str | None = field(default=None, repr=False)
     # Rounds close as soon as every node has reported; the deadline only bounds a stuck run.
     regional_deadline_s: float = 600.0
     night_gap_s: float = 1.0
@@ -82,14 +104,41 @@ class SimulationSettings:
     # After the last night, serve the fleet until Ctrl-C, a round every live_interval_s (simulate.live).
     keep_running: bool = False
     live_interval_s: float = 600.0
+    # Turbines that develop a fault during the run, and the windows every turbine records each
+    # night between rounds, scores and may alert on (simulate.sensor).
+    faulty_share: float = 0.05
+    live_windows: int = 8
+    fault_severity: float = 1.0  # as in the detection evaluation
+    # Scheduled incidents for the dashboards to show (simulate.incidents); needs 4 nights.
+    incidents: bool = False
 
     def __post_init__(self) -> None:
         if self.turbines < 1 or self.regions < 1 or self.nights < 1:
             raise ValueError("turbines, regions and nights must be at least 1")
+        if not 0.0 <= self.faulty_share <= 1.0:
+            raise ValueError(f"the share of faulty turbines must be in [0, 1], got {self.faulty_share}")
+        if self.live_windows < 1 or not self.fault_severity > 0:
+            raise ValueError("live windows per night and the fault severity must be positive")
         if self.live_interval_s <= 0:
             raise ValueError(f"the live round interval must be positive, got {self.live_interval_s}")
         if self.turbines < self.regions:
             raise ValueError(f"{self.turbines} turbines cannot fill {self.regions} regions")
+        if self.incidents and (self.nights < NIGHTS_NEEDED or self.turbines < 3 * self.regions):
+            raise ValueError(f"--incidents needs {NIGHTS_NEEDED} nights and at least 3 turbines per region")
+        if self.influx_api == "v2":
+            if self.influx_url is None:
+                raise ValueError("the v2 API options need --influx-url: the simulator starts only an InfluxDB 1.x")
+            if self.influx_org is None or self.influx_bucket is None:
+                raise ValueError("the v2 API needs both --influx-org and --influx-bucket")
+            if (self.influx_token is None) == (self.influx_token_file is None):
+                raise ValueError("the v2 API needs a token: --influx-token-file or INFLUX_TOKEN, one of them")
+            if self.influx_token_file is not None and not self.influx_token_file.is_file():
+                raise ValueError(f"--influx-token-file {self.influx_token_file}: no such file")
+
+    @property
+    def influx_api(self) -> str:
+        v2_options = (self.influx_org, self.influx_bucket, self.influx_token_file, self.influx_token)
+        return "v2" if any(option is not None for option in v2_options) else "v1"
 
 
 def _say(message: str) -> None:
@@ -159,6 +208,12 @@ class Simulation:
         self.daemons: list[Any] = []
         self.stack = ExitStack()
         self.profiles: dict[str, tuple[str, TurbineProfile]] = {}
+        self.incidents: list[str] = []  # what --incidents did, for the summary
+        self.sensors: dict[str, TurbineSensor] = {}
+        self.started_at = time.time()
+        # The nights' alerts as the turbines published them, and how many InfluxDB holds.
+        self.alerts: list[NodeAlert] = []
+        self.alerts_stored: int | None = None
         self.influx_url = settings.influx_url or ""
         # What simulate.live needs to describe and watch a fleet left running.
         self.processes: dict[str, subprocess.Popen[bytes]] = {}  # daemons by name (their log's)
@@ -166,13 +221,38 @@ class Simulation:
         self.influx: RunningInfluxDB | None = None  # None when --influx-url names one
         self.cloud_config: Path | None = None
 
+    @property
+    def influx_target(self) -> str:
+        """Where in InfluxDB the metrics go, for people: never the token."""
+        settings = self.settings
+        if settings.influx_api == "v1":
+            return f"database {settings.influx_database}"
+        return f"bucket {settings.influx_bucket} of org {settings.influx_org} (v2 API)"
+
     def start_daemon(self, name: str, args: list[str]) -> None:
         process = start_process([sys.executable, "-m", "nacelle", *args], self.workdir / "logs" / f"{name}.log")
         self.daemons.append(process)
         self.processes[name] = process
         self.stack.callback(stop_process, process)
 
-    def _configs(self, brokers: FleetBrokers, registry: FleetRegistry, influx_url: str) -> tuple[dict[str, Path], Path]:
+    def _influx_config(self, url: str) -> InfluxConfig:
+        settings = self.settings
+        if settings.influx_api == "v1":
+            return InfluxConfig(url=url, database=settings.influx_database)
+        token_file = settings.influx_token_file
+        if token_file is None:  # the token came from the environment: the cloud core reads a file
+            token_file = self.workdir / "config" / "influx-token"
+            token_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as file:
+                file.write(settings.influx_token or "")
+        return InfluxConfig(
+            url=url, api="v2", org=settings.influx_org, bucket=settings.influx_bucket, token_file=token_file.resolve()
+        )
+
+    def _configs(
+        self, brokers: FleetBrokers, registry: FleetRegistry, influx: InfluxConfig
+    ) -> tuple[dict[str, Path], Path]:
         fleet = self.workdir / "fleet"
         config_dir = self.workdir / "config"
         region_configs = {}
@@ -200,14 +280,41 @@ class Simulation:
                 "broker": _toml(brokers.cloud.endpoint(registry.cloud.member_id)),
                 "schedule": {
                     "interval_s": self.settings.night_gap_s,
-                    "regional_deadline_s": self.settings.regional_deadline_s,
-                    "global_deadline_s": self.settings.regional_deadline_s + 60.0,
+                    "regional_deadline_s": self.regional_deadline_s,
+                    "global_deadline_s": self.regional_deadline_s + 60.0,
                 },
                 "training": {"epochs": self.settings.epochs, "learning_rate": self.settings.learning_rate},
-                "influx": {"url": influx_url, "database": self.settings.influx_database},
+                "influx": influx.model_dump(mode="json", exclude_none=True),
+                "guard": {"holdout_path": str(self._write_holdout(registry))},
             },
         )
         return region_configs, cloud_config
+
+    @property
+    def regional_deadline_s(self) -> float:
+        """With incidents a storm night leaves regions waiting for turbines that never report:
+        close it after about twice what a round of this many turbines takes (~14 ms each)."""
+        if self.settings.incidents:
+            return min(self.settings.regional_deadline_s, 20.0 + 0.03 * self.settings.turbines)
+        return self.settings.regional_deadline_s
+
+    def _write_holdout(self, registry: FleetRegistry) -> Path:
+        """The cloud's synthetic holdout for the publish guard: normal windows, never trained
+        on, of an even sample of the fleet's turbines (the operator of a real fleet brings theirs)."""
+        members = sorted(registry.nodes.values(), key=lambda m: m.member_id)
+        step = max(1, len(members) // HOLDOUT_TURBINES)
+        windows = [
+            turbine_features(
+                fleet_profile(self.settings.seed, index, self.region_list.index(member.region)),
+                HOLDOUT_WINDOWS_PER_TURBINE,
+                offset=HOLDOUT_OFFSET,
+            )
+            for index, member in list(enumerate(members))[::step]
+        ]
+        path = self.workdir / "state" / "cloud-holdout.npy"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, np.concatenate(windows))
+        return path
 
     def _build_fleet(
         self, registry: FleetRegistry, brokers: FleetBrokers, executor: ThreadPoolExecutor
@@ -215,9 +322,19 @@ class Simulation:
         fleet = self.workdir / "fleet"
         trusted = registry.keys_for(registry.cloud.member_id)
         trainer = BatchTrainer(AutoencoderShape(), executor)
+        scorer = BatchScorer(AutoencoderShape(), executor)
+        settings = self.settings
+        members = sorted(registry.nodes.values(), key=lambda m: m.member_id)
+        faults = plan_faults(
+            [m.member_id for m in members],
+            settings.faulty_share,
+            settings.nights,
+            seed=settings.seed,
+            severity=settings.fault_severity,
+        )
         nodes = []
         started = time.monotonic()
-        for index, member in enumerate(sorted(registry.nodes.values(), key=lambda m: m.member_id)):
+        for index, member in enumerate(members):
             broker = brokers.regions[member.region]
             config = build_config(
                 EdgeConfig,
@@ -230,7 +347,15 @@ class Simulation:
                     "private_key_path": key_path(fleet, member.member_id),
                     "data_dir": self.workdir / "nodes" / member.member_id,
                     "device": "cpu",
+                    "alerts": {"min_interval_s": SIM_ALERT_INTERVAL_S},
                 },
+            )
+            profile = fleet_profile(settings.seed, index, self.region_list.index(member.region))
+            sensor = TurbineSensor(
+                profile,
+                FeatureBuffer(config.data_dir / "buffer", config.max_windows),
+                settings.live_windows,
+                faults.get(member.member_id),
             )
             node = EdgeNode(
                 config,
@@ -238,10 +363,15 @@ class Simulation:
                 trusted=trusted,
                 train_executor=executor,
                 trainer=trainer,
+                scorer=scorer,
+                feed=sensor,
             )
-            profile = fleet_profile(self.settings.seed, index, self.region_list.index(member.region))
-            node.buffer.append(turbine_features(profile, self.settings.windows_per_turbine))
+            # Recorded before the run; what the turbine records each night comes after.
+            history = turbine_features(profile, settings.windows_per_turbine)
+            node.buffer.append(history, recorded_at=self.started_at - 86_400)
+            sensor.record(night=1)
             self.profiles[member.member_id] = (member.region, profile)
+            self.sensors[member.member_id] = sensor
             nodes.append(node)
             if (index + 1) % max(1, len(registry.nodes) // 5) == 0:
                 _say(
@@ -255,6 +385,8 @@ class Simulation:
         settings = self.settings
         _prepare_workdir(self.workdir)
         _raise_open_file_limit(settings.turbines)
+        if settings.influx_url is not None:  # before anything starts: a wrong URL or name fails now
+            _check_influx(self._influx_config(settings.influx_url))
         fleet = self.workdir / "fleet"
         started = time.monotonic()
         registry = create_fleet(fleet, split_turbines(settings.turbines, self.region_list))
@@ -281,8 +413,11 @@ class Simulation:
             self.influx = influx
             influx_url = influx.url
         self.influx_url = influx_url
-        _say(f"  influxdb: {influx_url} database {settings.influx_database}")
-        region_configs, cloud_config = self._configs(brokers, registry, influx_url)
+        influx_config = self._influx_config(influx_url)
+        _say(
+            f"  influxdb: {influx_url} {self.influx_target}" + ("" if self.influx else " (existing, not started here)")
+        )
+        region_configs, cloud_config = self._configs(brokers, registry, influx_config)
         self.cloud_config = cloud_config
         for region, path in region_configs.items():
             self.start_daemon(f"region-{region}", ["region", "--config", str(path)])
@@ -301,7 +436,9 @@ class Simulation:
             await asyncio.wait_for(asyncio.gather(*(n.session.connected.wait() for n in nodes)), timeout=120)
             _say(f"  turbines connected: {len(nodes)}")
             self.start_daemon("cloud", ["cloud", "--config", str(cloud_config), "--rounds", str(settings.nights)])
-            records = await self._follow_rounds(nodes)
+            incidents = self._incidents(registry, brokers, nodes, node_tasks) if settings.incidents else None
+            records = await self._follow_rounds(nodes, incidents)
+            self._collect_alerts(nodes, records)
             if after_nights is not None:
                 await after_nights(records)
         finally:
@@ -311,7 +448,44 @@ class Simulation:
 
         return records
 
-    async def _follow_rounds(self, nodes: list[EdgeNode]) -> list[dict[str, Any]]:
+    def _collect_alerts(self, nodes: list[EdgeNode], records: list[dict[str, Any]]) -> None:
+        """The nights' alerts, now: the nights' cloud core wrote each one before it exited (a
+        node sends its alerts before its update), and InfluxDB stops before the summary. Windows
+        recorded after the last night opened belong to the next night, which never comes: a node
+        may score them when the last model arrives, after the cloud core has gone."""
+        last_night_opened = records[-1]["opened_at"] if records else float("inf")
+        self.alerts = sorted(
+            (a for n in nodes for a in n.scoring.recent_alerts if a.window_ts < last_night_opened),
+            key=lambda a: a.window_ts,
+        )
+        if self.settings.influx_api != "v1":
+            return  # a v2 bucket is not read back here
+        try:
+            self.alerts_stored = stored_alert_count(self.influx_url, self.settings.influx_database, self.started_at)
+        except httpx.HTTPError as exc:
+            log.warning("cannot count the alerts InfluxDB holds: %s", exc)
+
+    def _incidents(
+        self, registry: FleetRegistry, brokers: FleetBrokers, nodes: list[EdgeNode], tasks: list[asyncio.Task[None]]
+    ) -> Incidents:
+        fleet = self.workdir / "fleet"
+        return Incidents(
+            IncidentContext(
+                registry_path=registry_path(fleet),
+                registry=registry,
+                nodes=nodes,
+                node_tasks=tasks,
+                store=ModelStore(self.workdir / "state" / "cloud"),
+                cloud_endpoint=brokers.cloud.endpoint(registry.cloud.member_id),
+                cloud_key=load_private_key(key_path(fleet, registry.cloud.member_id)),
+                region_endpoint=lambda region, identity: brokers.regions[region].endpoint(identity),
+                influx=self._influx_config(self.influx_url),
+                say=_say,
+                happened=self.incidents,
+            )
+        )
+
+    async def _follow_rounds(self, nodes: list[EdgeNode], incidents: Incidents | None = None) -> list[dict[str, Any]]:
         round_log = self.workdir / "state" / "cloud" / "rounds.jsonl"
         cloud = self.daemons[-1]
         printed = 0
@@ -324,6 +498,8 @@ class Simulation:
             records = [json.loads(line) for line in round_log.read_text().splitlines()] if round_log.exists() else []
             for record in records[printed:]:
                 _say(_round_row(record))
+                if incidents is not None:
+                    await incidents.after_round(record["round"])
             printed = len(records)
             if cloud.poll() is not None:
                 if cloud.returncode != 0 or printed < self.settings.nights:
@@ -374,7 +550,10 @@ class Simulation:
             "bytes_per_update_mean", "train_loss_mean", "seconds", "regions",
         )  # fmt: skip
         rounds = [{key: record[key] for key in keys} for record in records]
-        ok = len(rounds) == settings.nights and all(r["status"] == "published" for r in rounds)
+        # The storm night of --incidents fails quorum, and the round open during the rollback
+        # is superseded: that is the incidents working.
+        expected = {"published", "quorum_failed", "superseded"} if settings.incidents else {"published"}
+        ok = len(rounds) == settings.nights and all(r["status"] in expected for r in rounds)
         summary = {
             "ok": ok,
             "turbines": settings.turbines,
@@ -384,15 +563,44 @@ class Simulation:
             "rounds": rounds,
             "influx": {
                 "url": self.influx_url,
-                "database": settings.influx_database,
+                "api": settings.influx_api,
+                "target": self.influx_target,
+                "database": settings.influx_database if settings.influx_api == "v1" else None,
+                "org": settings.influx_org,
+                "bucket": settings.influx_bucket,
+                # Points the cloud core could not deliver before it stopped: they wait in its
+                # spool and go out when a cloud core runs on this state directory again.
+                "points_spooled": spooled_points(self.workdir / "state" / "cloud" / SPOOL_DIR),
                 "points_written": sum(record["points_written"] for record in records),
             },
             "workdir": str(self.workdir),
             "wall_seconds": round(wall_s, 1),
         }
+        summary["alerts"] = alert_summary(self.alerts, self.sensors, self.alerts_stored)
+        if settings.incidents:
+            summary["incidents"] = list(self.incidents)
         if detection is not None:
             summary["detection"] = detection
         return summary
+
+
+def _check_influx(config: InfluxConfig) -> None:
+    """Fail at start, naming the cause, rather than spool every round's metrics for nothing."""
+    with influx_sender(config) as sender:
+        try:
+            sender.check()
+        except MetricsWriteError as exc:
+            raise ServiceError(f"InfluxDB at {config.url} cannot take metrics: {exc}") from exc
+
+
+def _print_alerts(alerts: dict[str, Any]) -> None:
+    stored = "" if alerts["stored"] is None else f", {alerts['stored']} stored in InfluxDB"
+    precision = "" if alerts["precision"] is None else f" (precision {alerts['precision']:.2f})"
+    _say(
+        f"\nalerts: {alerts['count']} sent{stored}; {alerts['from_faulty']} from turbines with a fault{precision}; "
+        f"{alerts['faulty_turbines_alerted']} of {alerts['faulty_turbines']} faulty turbines alerted, "
+        f"{alerts['healthy_turbines_alerted']} healthy ones did"
+    )
 
 
 def _round_row(record: dict[str, Any]) -> str:
@@ -453,13 +661,16 @@ def _conclude(simulation: Simulation, records: list[dict[str, Any]], started: fl
     summary = simulation.summary(records, detection, time.monotonic() - started)
     if detection is not None:
         _print_detection(detection)
+    _print_alerts(summary["alerts"])
     summary_path = settings.summary_json or simulation.workdir / "summary.json"
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(json.dumps(summary, indent=2))
     _say(f"\nsummary: {summary_path.resolve()}")
     _say(f"report:  {write_report(summary, summary_path.with_name('report.html')).resolve()}")
+    influx = summary["influx"]
     _say(
         f"{'OK' if summary['ok'] else 'FAILED'}: {len(summary['rounds'])} rounds in {summary['wall_seconds']}s, "
-        f"{summary['influx']['points_written']} points written to InfluxDB"
+        f"{influx['points_written']} points written to InfluxDB ({influx['target']})"
+        + (f", {influx['points_spooled']} still spooled for it" if influx["points_spooled"] else "")
     )
     return summary

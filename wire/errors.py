@@ -32,6 +32,7 @@ class RejectReason(StrEnum):
     SHAPE_MISMATCH = "shape_mismatch"
     NON_FINITE = "non_finite"
     BAD_VALUE = "bad_value"
+    LATE = "late"  # for the round this region just closed: past its deadline
 
 
 class WireError(Exception):

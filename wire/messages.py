@@ -13,6 +13,8 @@ RejectedMessage. Tensor payloads go through `wire.codec`; this module does no I/
 |         |                                | rejected {reason: count},                                  |
 |         |                                | nodes [[id, samples, loss, bytes, outlier score]]          |
 | status  | 0 / model version the sender has | state ("online" / "offline")                             |
+| alert   | 0 / model that scored the window | score, threshold (score > threshold > 0), window_ts      |
+|         |                                | (Unix s), suppressed (crossings held back since the last) |
 """
 
 from __future__ import annotations
@@ -236,3 +238,60 @@ def parse_partial(env: Envelope, shapes: Shapes) -> RegionalPartial:
 
 def status_envelope(sender: str, region: str, state: str, model_version: int, created_at: float) -> Envelope:
     return Envelope(Kind.STATUS, sender, region, 0, model_version, created_at, {"state": state})
+
+
+# Alert numbers become InfluxDB integer fields (int64): anything larger would fail the write of
+# every point in its batch.
+_MAX_INT64 = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class NodeAlert:
+    """A live window of `node_id` whose anomaly score crossed the node's alert threshold."""
+
+    node_id: str
+    region: str
+    model_version: int  # the global model that scored the window (the envelope's `base`)
+    score: float  # the window's reconstruction error
+    threshold: float  # the node's threshold under that model
+    window_ts: float  # when the window was recorded, Unix seconds
+    suppressed: int = 0  # crossings the node's rate limit held back since its previous alert
+
+    @property
+    def ratio(self) -> float:
+        return self.score / self.threshold
+
+
+def alert_envelope(alert: NodeAlert, created_at: float) -> Envelope:
+    body = {
+        "score": float(alert.score),
+        "threshold": float(alert.threshold),
+        "window_ts": float(alert.window_ts),
+        "suppressed": int(alert.suppressed),
+    }
+    return Envelope(Kind.ALERT, alert.node_id, alert.region, 0, alert.model_version, created_at, body)
+
+
+def parse_alert(env: Envelope) -> NodeAlert:
+    """Values only; whether the sender may speak for the topic's node is the receiver's check."""
+    body = env.body
+    if not 0 <= env.base_version <= _MAX_INT64:
+        raise RejectedMessage(RejectReason.BAD_VALUE, f"alert scored by model v{env.base_version}")
+    score = _finite(body, "score", minimum=0.0)
+    threshold = _positive(body, "threshold")
+    if not score > threshold:
+        raise RejectedMessage(RejectReason.BAD_VALUE, f"score {score} does not cross threshold {threshold}")
+    if not math.isfinite(score / threshold):  # the ratio is stored too
+        raise RejectedMessage(RejectReason.NON_FINITE, f"score {score} over threshold {threshold} overflows")
+    suppressed = _get(body, "suppressed", int)
+    if not 0 <= suppressed <= _MAX_INT64:
+        raise RejectedMessage(RejectReason.BAD_VALUE, f"suppressed = {suppressed}")
+    return NodeAlert(
+        node_id=env.sender,
+        region=env.region,
+        model_version=env.base_version,
+        score=score,
+        threshold=threshold,
+        window_ts=_positive(body, "window_ts"),
+        suppressed=suppressed,
+    )

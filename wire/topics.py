@@ -23,6 +23,7 @@ ROUND_TOPIC = f"{PROTOCOL_PREFIX}/global/round"
 MODEL_TOPIC = f"{PROTOCOL_PREFIX}/global/model"
 GLOBAL_FILTER = f"{PROTOCOL_PREFIX}/global/#"
 PARTIAL_FILTER = f"{PROTOCOL_PREFIX}/region/+/partial"
+ALERT_FILTER = f"{PROTOCOL_PREFIX}/region/+/alert/+"
 
 # MQTT topic levels must not contain wildcards or separators; ids also name files and client ids.
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -81,4 +82,12 @@ def region_of_partial_topic(topic: str) -> str | None:
     parts = topic.split("/")
     if len(parts) == 5 and "/".join(parts[:3]) == f"{PROTOCOL_PREFIX}/region" and parts[4] == "partial":
         return parts[3]
+    return None
+
+
+def alert_topic_ids(topic: str) -> tuple[str, str] | None:
+    """(region, node id) named by an alert topic, or None when `topic` is not one."""
+    parts = topic.split("/")
+    if len(parts) == 6 and "/".join(parts[:3]) == f"{PROTOCOL_PREFIX}/region" and parts[4] == "alert":
+        return parts[3], parts[5]
     return None

@@ -89,6 +89,7 @@ def _header(summary: Mapping[str, Any], regions: Sequence[str]) -> str:
         expected = turbines * len(rounds) if turbines is not None else None
     updates = f"{accepted:,.0f}" + (f" of {expected:,.0f} expected" if expected else "") + f", {rejected:,.0f} rejected"
     influx = _mapping(summary.get("influx"))
+    db = influx.get("database", _MISSING)  # summaries written before `target` existed
     facts = [
         ("Turbines", _int(summary.get("turbines"))),
         ("Regions", region_text),
@@ -98,7 +99,7 @@ def _header(summary: Mapping[str, Any], regions: Sequence[str]) -> str:
         ),
         ("Wall time", _duration(summary.get("wall_seconds"))),
         ("Updates accepted", updates if rounds else _MISSING),
-        ("InfluxDB", f"{_e(influx.get('url', _MISSING))} · db {_e(influx.get('database', _MISSING))}"),
+        ("InfluxDB", f"{_e(influx.get('url', _MISSING))} · {_e(influx.get('target', 'db ' + str(db)))}"),
         ("Points written to InfluxDB", _int(influx.get("points_written"))),
         ("Work directory", _e(summary.get("workdir", _MISSING))),
     ]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cloud_core.model_store import ModelStore, ModelVersion, weights_digest
+from cloud_core.model_store import ModelStore, ModelStoreError, ModelVersion, weights_digest
 
 NAMES = ["0.weight", "0.bias"]
 
@@ -99,14 +99,23 @@ def test_a_version_whose_metadata_was_never_renamed_is_invisible(tmp_path: Path)
     assert latest is not None and latest[0].version == 1
 
 
-def test_saving_a_version_again_replaces_it(tmp_path: Path) -> None:
+def test_saving_a_version_again_is_refused_and_keeps_the_first(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
-    _save(store, 1, seed=1)
+    _, first = _save(store, 1, seed=1)
 
-    _, replacement = _save(store, 1, seed=99)
+    with pytest.raises(ModelStoreError, match="v1 already exists"):
+        _save(store, 1, seed=99)
 
-    np.testing.assert_array_equal(store.load(1, NAMES)[1]["0.weight"], replacement["0.weight"])
+    np.testing.assert_array_equal(store.load(1, NAMES)[1]["0.weight"], first["0.weight"])
     assert store.versions() == [1]
+
+
+def test_loading_a_missing_version_names_what_is_stored(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    _save(store, 1)
+
+    with pytest.raises(ModelStoreError, match=r"no model v7 .*stored: v1"):
+        store.load(7, NAMES)
 
 
 def test_a_new_store_on_the_same_directory_sees_the_saved_versions(tmp_path: Path) -> None:

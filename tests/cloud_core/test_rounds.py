@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cloud_core.metrics import round_points
-from cloud_core.rounds import CloudRound, RoundRecord, round_record
+from cloud_core.rounds import CloudRound, RoundRecord, guard_verdict, quorum_verdict, round_record
 from learning.aggregation import apply_delta, fedavg
 from wire.errors import RejectedMessage, RejectReason
 from wire.messages import NodeSummary, RegionalPartial, RoundAnnouncement
@@ -156,7 +156,7 @@ def test_merged_weights_are_none_when_no_region_reported() -> None:
 
 
 def test_round_record_counts_updates_across_regions() -> None:
-    record = round_record(_round_with_two_regions(), 9, True, CLOSED, partials_refused=2)
+    record = round_record(_round_with_two_regions(), 9, "published", CLOSED, partials_refused=2)
 
     assert (record.round, record.model_version, record.status) == (9, 9, "published")
     assert record.updates_accepted == 3
@@ -165,7 +165,7 @@ def test_round_record_counts_updates_across_regions() -> None:
 
 
 def test_round_record_means_are_per_update_bytes_and_sample_weighted_loss() -> None:
-    record = round_record(_round_with_two_regions(), 9, True, CLOSED, 0)
+    record = round_record(_round_with_two_regions(), 9, "published", CLOSED, 0)
 
     assert record.bytes_per_update_mean == pytest.approx((5000 + 5400 + 6200) / 3)
     assert record.train_loss_mean == pytest.approx((100 * 0.5 + 300 * 0.25 + 600 * 1.0) / 1000)
@@ -173,7 +173,7 @@ def test_round_record_means_are_per_update_bytes_and_sample_weighted_loss() -> N
 
 
 def test_round_record_summarises_every_region_including_silent_ones() -> None:
-    record = round_record(_round_with_two_regions(), 9, True, CLOSED, 0)
+    record = round_record(_round_with_two_regions(), 9, "published", CLOSED, 0)
 
     assert list(record.regions) == ["north", "south", "west"]
     assert record.regions["north"] == {
@@ -183,6 +183,7 @@ def test_round_record_summarises_every_region_including_silent_ones() -> None:
         "rejected": {"bad_signature": 2, "duplicate": 1},
         "total_weight": 400.0,
         "bytes_per_update_mean": 5200.0,
+        "quorum_met": True,
     }
     assert record.regions["west"] == {
         "reported": False,
@@ -191,19 +192,20 @@ def test_round_record_summarises_every_region_including_silent_ones() -> None:
         "rejected": {},
         "total_weight": 0.0,
         "bytes_per_update_mean": 0.0,
+        "quorum_met": False,
     }
 
 
 def test_round_record_of_a_round_without_updates() -> None:
-    record = round_record(CloudRound(_announcement(), REGIONS), 8, False, CLOSED, 0)
+    record = round_record(CloudRound(_announcement(), REGIONS), 8, "empty", CLOSED, 0)
 
-    assert record.status == "no_updates"
+    assert record.status == "empty"
     assert (record.updates_accepted, record.updates_rejected) == (0, 0)
     assert (record.bytes_per_update_mean, record.train_loss_mean) == (0.0, 0.0)
 
 
 def test_round_record_json_adds_seconds_rounded_to_milliseconds() -> None:
-    record = round_record(_round_with_two_regions(), 9, True, OPENED + 12.34567, 0)
+    record = round_record(_round_with_two_regions(), 9, "published", OPENED + 12.34567, 0)
 
     data = record.to_json()
 
@@ -225,6 +227,8 @@ def _parse(line: str) -> tuple[str, dict[str, str], dict[str, str], int]:
 
 
 def _kind(value: str) -> str:
+    if value.startswith('"'):
+        return "str"
     if value in ("true", "false"):
         return "bool"
     if value.endswith("i"):
@@ -245,6 +249,8 @@ SCHEMA = {
             "train_loss_mean": "float",
             "seconds": "float",
             "regions_reporting": "int",
+            "reason": "str",
+            "nodes_suspended": "int",
         },
     ),
     "nacelle_region": (
@@ -257,6 +263,7 @@ SCHEMA = {
             "rejected": "int",
             "total_weight": "float",
             "bytes_per_update_mean": "float",
+            "quorum_met": "bool",
         },
     ),
     "nacelle_rejection": ({"region", "reason"}, {"round": "int", "count": "int"}),
@@ -264,7 +271,7 @@ SCHEMA = {
         {"region", "node"},
         {"round": "int", "num_samples": "int", "train_loss": "float", "update_bytes": "int", "outlier_score": "float"},
     ),
-    "nacelle_model": (set(), {"version": "int", "parent_version": "int", "round": "int"}),
+    "nacelle_model": ({"event"}, {"version": "int", "parent_version": "int", "round": "int"}),
 }
 
 
@@ -274,7 +281,7 @@ def _lines(record: RoundRecord, cloud_round: CloudRound) -> list[tuple[str, dict
 
 def test_points_follow_the_documented_schema_and_field_types() -> None:
     cloud_round = _round_with_two_regions()
-    record = round_record(cloud_round, 9, True, CLOSED, 0)
+    record = round_record(cloud_round, 9, "published", CLOSED, 0)
 
     for measurement, tags, fields, _ in _lines(record, cloud_round):
         tag_keys, field_types = SCHEMA[measurement]
@@ -285,7 +292,7 @@ def test_points_follow_the_documented_schema_and_field_types() -> None:
 def test_float_fields_stay_floats_when_their_value_is_whole() -> None:
     cloud_round = CloudRound(_announcement(), REGIONS)
     cloud_round.add(_partial("north", [NodeSummary("north-t00001", 10, 0.0, 5000)]))
-    record = round_record(cloud_round, 9, True, OPENED + 60.0, 0)
+    record = round_record(cloud_round, 9, "published", OPENED + 60.0, 0)
 
     lines = _lines(record, cloud_round)
 
@@ -297,7 +304,7 @@ def test_float_fields_stay_floats_when_their_value_is_whole() -> None:
 
 def test_points_count_one_per_region_rejection_reason_and_node() -> None:
     cloud_round = _round_with_two_regions()
-    record = round_record(cloud_round, 9, True, CLOSED, 0)
+    record = round_record(cloud_round, 9, "published", CLOSED, 0)
 
     measurements = [m for m, _, _, _ in _lines(record, cloud_round)]
 
@@ -310,7 +317,7 @@ def test_points_count_one_per_region_rejection_reason_and_node() -> None:
 
 def test_round_point_carries_the_records_numbers() -> None:
     cloud_round = _round_with_two_regions()
-    record = round_record(cloud_round, 9, True, CLOSED, 0)
+    record = round_record(cloud_round, 9, "published", CLOSED, 0)
 
     _, tags, fields, timestamp = next(line for line in _lines(record, cloud_round) if line[0] == "nacelle_round")
 
@@ -323,7 +330,7 @@ def test_round_point_carries_the_records_numbers() -> None:
 
 def test_rejection_points_are_tagged_with_region_and_reason() -> None:
     cloud_round = _round_with_two_regions()
-    record = round_record(cloud_round, 9, True, CLOSED, 0)
+    record = round_record(cloud_round, 9, "published", CLOSED, 0)
 
     rejections = {
         (tags["region"], tags["reason"]): fields["count"]
@@ -340,7 +347,7 @@ def test_rejection_points_are_tagged_with_region_and_reason() -> None:
 
 def test_node_points_are_tagged_with_region_and_node() -> None:
     cloud_round = _round_with_two_regions()
-    record = round_record(cloud_round, 9, True, CLOSED, 0)
+    record = round_record(cloud_round, 9, "published", CLOSED, 0)
 
     nodes = {
         tags["node"]: (tags["region"], fields["num_samples"], fields["update_bytes"])
@@ -357,7 +364,7 @@ def test_node_points_are_tagged_with_region_and_node() -> None:
 
 def test_no_model_point_when_no_model_was_published() -> None:
     cloud_round = CloudRound(_announcement(), REGIONS)
-    record = round_record(cloud_round, 8, False, CLOSED, 0)
+    record = round_record(cloud_round, 8, "empty", CLOSED, 0)
 
     measurements = [m for m, _, _, _ in _lines(record, cloud_round)]
 
@@ -367,9 +374,60 @@ def test_no_model_point_when_no_model_was_published() -> None:
 
 def test_model_point_names_the_new_version_and_its_parent() -> None:
     cloud_round = _round_with_two_regions()
-    record = round_record(cloud_round, 9, True, CLOSED, 0)
+    record = round_record(cloud_round, 9, "published", CLOSED, 0)
 
     _, tags, fields, _ = next(line for line in _lines(record, cloud_round) if line[0] == "nacelle_model")
 
-    assert tags == {}
+    assert tags == {"event": "published"}
     assert fields == {"version": "9i", "parent_version": "8i", "round": "9i"}
+
+
+# -- quorum and guard ----------------------------------------------------------------------
+
+
+def _nodes(region: str, count: int) -> list[NodeSummary]:
+    return [NodeSummary(f"{region}-t{i:05d}", 100, 0.5, 5000) for i in range(1, count + 1)]
+
+
+def test_quorum_is_met_when_enough_regions_have_enough_of_their_nodes() -> None:
+    cloud_round = CloudRound(_announcement(), REGIONS)
+    cloud_round.add(_partial("north", _nodes("north", 2), expected=3))
+    cloud_round.add(_partial("south", _nodes("south", 1), expected=4))
+
+    verdict = quorum_verdict(cloud_round, min_node_share=0.5, min_region_share=0.3)
+
+    assert verdict.met and verdict.reason == ""
+    assert verdict.regions == {"north": True, "south": False, "west": False}
+
+
+def test_quorum_failure_names_each_region_that_fell_short() -> None:
+    cloud_round = CloudRound(_announcement(), REGIONS)
+    cloud_round.add(_partial("north", _nodes("north", 2), expected=3))
+    cloud_round.add(_partial("south", _nodes("south", 1), expected=4))
+
+    verdict = quorum_verdict(cloud_round, min_node_share=0.5, min_region_share=0.5)
+
+    assert not verdict.met
+    assert (
+        "1/3 regions" in verdict.reason
+        and "south 1/4 nodes" in verdict.reason
+        and "west did not report" in verdict.reason
+    )
+
+
+def test_a_round_with_no_accepted_update_never_meets_quorum() -> None:
+    cloud_round = CloudRound(_announcement(), REGIONS)
+    for region in REGIONS:
+        cloud_round.add(_partial(region, [], expected=0))
+
+    assert not quorum_verdict(cloud_round, min_node_share=0.0, min_region_share=0.0).met
+
+
+@pytest.mark.parametrize(
+    ("candidate", "current", "refused"),
+    [(1.0, 1.0, False), (1.09, 1.0, False), (1.11, 1.0, True), (0.5, 1.0, False), (float("nan"), 1.0, True)],
+)
+def test_guard_refuses_a_model_whose_holdout_loss_rose_beyond_the_tolerance(
+    candidate: float, current: float, refused: bool
+) -> None:
+    assert bool(guard_verdict(candidate, current, max_increase=0.10)) is refused

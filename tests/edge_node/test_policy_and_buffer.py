@@ -3,6 +3,8 @@ buffer, and the state it keeps across restarts."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -108,9 +110,9 @@ def test_chunks_wholly_beyond_the_capacity_are_deleted(tmp_path: Path) -> None:
     for chunk in range(6):
         buffer.append(_windows(4, start=4 * chunk))
 
-    chunks = sorted(tmp_path.glob("chunk-*.npy"))
+    chunks = buffer.chunks()
     assert len(chunks) == 3  # 12 windows: the fewest whole chunks that still hold 10
-    assert chunks[0].name == "chunk-0000000003.npy"
+    assert chunks[0].sequence == 3 and chunks[0].path.exists()
 
 
 def test_a_chunk_larger_than_the_capacity_is_trimmed_on_read(tmp_path: Path) -> None:
@@ -133,10 +135,34 @@ def test_the_buffer_survives_reopening(tmp_path: Path) -> None:
 def test_appending_leaves_no_temporary_files(tmp_path: Path) -> None:
     buffer = FeatureBuffer(tmp_path, capacity=10)
 
-    buffer.append(_windows(3))
-    buffer.append(_windows(3))
+    buffer.append(_windows(3), recorded_at=1_763_900_000.25)
+    buffer.append(_windows(3), recorded_at=1_763_900_010.0)
 
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["chunk-0000000000.npy", "chunk-0000000001.npy"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["chunk-0000000000-1763900000250.npy", "chunk-0000000001-1763900010000.npy"]
+
+
+def test_chunks_know_when_their_windows_were_recorded(tmp_path: Path) -> None:
+    buffer = FeatureBuffer(tmp_path, capacity=10)
+    before = time.time()
+    buffer.append(_windows(2), recorded_at=1_763_900_000.25)
+    buffer.append(_windows(3, start=2))
+
+    windows, recorded_at, sequences = buffer.read_recorded(buffer.chunks())
+
+    assert windows[:, 0].tolist() == [0, 1, 2, 3, 4] and sequences.tolist() == [0, 0, 1, 1, 1]
+    assert recorded_at[:2].tolist() == [1_763_900_000.25] * 2
+    assert before - 0.001 <= recorded_at[2] == recorded_at[4] <= time.time()
+
+
+def test_chunks_written_before_times_were_kept_read_their_mtime(tmp_path: Path) -> None:
+    np.save(tmp_path / "chunk-0000000007.npy", _windows(2))
+    os.utime(tmp_path / "chunk-0000000007.npy", (1_763_900_000.5, 1_763_900_000.5))
+    buffer = FeatureBuffer(tmp_path, capacity=10)
+    buffer.append(_windows(1))
+
+    assert [(c.sequence, c.size()) for c in buffer.chunks()] == [(7, 2), (8, 1)]
+    assert buffer.chunks()[0].recorded_at == 1_763_900_000.5
 
 
 @pytest.mark.parametrize("shape", [(0, 4), (4,), (2, 2, 2)], ids=["empty", "one-dim", "three-dim"])
@@ -190,3 +216,19 @@ def test_saving_leaves_no_temporary_files(tmp_path: Path) -> None:
     store.save(NodeState(model_version=1), {"w": np.zeros(2, np.float32)})
 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "state.json"]
+
+
+def test_a_node_with_too_few_new_windows_since_it_last_trained_skips_the_round() -> None:
+    decision = training_decision(
+        ANNOUNCEMENT, READY, windows=500, min_windows=64, now=OPENED, new_windows=3, min_new_windows=8
+    )
+
+    assert decision == Decision(False, "not_enough_new_data")
+
+
+def test_enough_new_windows_lets_a_node_train() -> None:
+    decision = training_decision(
+        ANNOUNCEMENT, READY, windows=500, min_windows=64, now=OPENED, new_windows=8, min_new_windows=8
+    )
+
+    assert decision.train

@@ -196,6 +196,18 @@ def test_a_grown_recording_adds_only_its_new_windows(tmp_path: Path) -> None:
     np.testing.assert_array_equal(ingest.buffer.windows(), spectral_features(recording_windows(signal, WINDOW)))
 
 
+def test_ingested_windows_are_recorded_at_their_files_mtime(tmp_path: Path) -> None:
+    ingest = ingestor(tmp_path)
+    path = ingest.config.directory / "live.npy"
+    np.save(path, tone(TONE_HZ, 2 * WINDOW))
+    os.utime(path, ns=(1_763_900_000_250_000_000, 1_763_900_000_250_000_000))
+
+    ingest.ingest()
+
+    _, recorded_at, _ = ingest.buffer.read_recorded(ingest.buffer.chunks())
+    assert recorded_at.tolist() == [1_763_900_000.25] * 2  # what alerts report as the window's time
+
+
 def test_a_wav_caught_halfway_through_a_copy_gets_its_remaining_windows_later(tmp_path: Path) -> None:
     ingest = ingestor(tmp_path)
     signal = tone(TONE_HZ, 5 * WINDOW, noise=0.05).astype(np.float32)

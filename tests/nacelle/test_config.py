@@ -79,7 +79,7 @@ def test_unset_fields_take_their_documented_defaults(tmp_path: Path) -> None:
     edge = build_config(EdgeConfig, dict(EDGE))
 
     assert cloud.broker == BrokerEndpoint(host="127.0.0.1", port=1883, keepalive_s=30)
-    assert cloud.schedule.interval_s == 86_400.0
+    assert (cloud.schedule.cron, cloud.schedule.timezone, cloud.schedule.interval_s) == ("0 2 * * *", "UTC", None)
     assert cloud.server_learning_rate == 1.0
     assert cloud.influx.url is None
     assert edge.max_message_bytes == DEFAULT_MAX_MESSAGE_BYTES

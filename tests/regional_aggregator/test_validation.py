@@ -85,6 +85,7 @@ def _validate(
     counted: frozenset[str] = frozenset(),
     limits: UpdateLimits = LIMITS,
     now: float = NOW,
+    last_closed_round: int = 0,
 ) -> NodeUpdate:
     return validate_update(
         payload,
@@ -96,6 +97,7 @@ def _validate(
         shapes=SHAPES,
         limits=limits,
         now=now,
+        last_closed_round=last_closed_round,
     )
 
 
@@ -297,3 +299,30 @@ def test_the_signature_is_checked_before_round_state(fleet: Fleet) -> None:
     payload = _update_payload(fleet, NODE, signer=OTHER_NODE)
 
     assert _reason(fleet, payload, open_round=None) is RejectReason.BAD_SIGNATURE
+
+
+def test_an_update_for_the_round_just_closed_is_late(fleet: Fleet) -> None:
+    # The region closed ROUND_ID at its deadline; the next round is not announced yet.
+    late = _update_payload(fleet, created_at=NOW + 3700)
+
+    reason = _reason(fleet, late, open_round=None, last_closed_round=ROUND_ID, now=NOW + 3700)
+
+    assert reason is RejectReason.LATE
+
+
+def test_an_update_for_a_round_closed_before_the_last_one_is_stale(fleet: Fleet) -> None:
+    old = _update_payload(fleet, round_id=ROUND_ID - 1)
+
+    assert _reason(fleet, old, open_round=None, last_closed_round=ROUND_ID) is RejectReason.STALE_ROUND
+
+
+def test_an_update_for_a_future_round_is_still_held_as_early_when_none_is_open(fleet: Fleet) -> None:
+    early = _update_payload(fleet, round_id=ROUND_ID + 1)
+
+    assert _reason(fleet, early, open_round=None, last_closed_round=ROUND_ID) is RejectReason.NO_OPEN_ROUND
+
+
+def test_an_update_for_round_zero_is_stale_not_late_before_any_round_closed(fleet: Fleet) -> None:
+    never = _update_payload(fleet, round_id=0)
+
+    assert _reason(fleet, never, last_closed_round=0) is RejectReason.STALE_ROUND

@@ -5,6 +5,7 @@ model, live rounds go on, and Ctrl-C stops every process it started."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -119,3 +120,79 @@ def test_keep_running_serves_the_fleet_until_ctrl_c_then_stops_every_process(tmp
     assert not fleet_file.exists()
     assert processes_mentioning(str(workdir)) == []
     assert subprocess.run(["pgrep", "-f", str(workdir)], capture_output=True).returncode == 1  # none left
+
+
+async def _node_versions(fleet: dict[str, Any], wanted: int, timeout_s: float) -> dict[str, int]:
+    """The model version each node's retained status reports, once all report `wanted`."""
+    registry = FleetRegistry.load(Path(fleet["registry"]))
+    versions: dict[str, int] = {}
+
+    async def watch(region: str) -> None:
+        broker = fleet["brokers"]["regions"][region]
+        async with aiomqtt.Client(broker["host"], broker["port"], tls_context=_tls_context(fleet)) as client:
+            await client.subscribe(f"nacelle/v1/region/{region}/status/+", qos=1)
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                envelope = open_envelope(
+                    message.payload, max_bytes=4096, keys=registry.public_key, expected_kind=Kind.STATUS
+                )
+                if envelope.sender in fleet["nodes"]:
+                    versions[envelope.sender] = envelope.base_version
+                if all(versions.get(node) == wanted for node in fleet["nodes"]):
+                    return
+
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await asyncio.wait(
+                [asyncio.create_task(watch(r)) for r in fleet["brokers"]["regions"]],
+                return_when=asyncio.ALL_COMPLETED,
+            )
+    return versions
+
+
+def test_rollback_makes_every_node_of_a_running_fleet_load_the_rolled_back_version(tmp_path: Path) -> None:
+    workdir = tmp_path / "live"
+    fleet_file = workdir / "fleet.json"
+    command = nacelle(
+        *["simulate", "--turbines", "6", "--regions", "2", "--nights", "2", "--windows", "96"],
+        *["--no-evaluation", "--keep-running", "--workdir", str(workdir)],
+    )
+    output: list[str] = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+        assert process.stdout is not None
+        stdout = process.stdout
+        reader = threading.Thread(target=lambda: output.extend(iter(stdout.readline, "")), daemon=True)
+        reader.start()
+        try:
+            _wait_for(lambda: fleet_file.exists() or process.poll() is not None, 240, "fleet.json", output)
+            fleet = json.loads(fleet_file.read_text())
+            assert asyncio.run(_node_versions(fleet, 2, 30)) == dict.fromkeys(fleet["nodes"], 2)
+
+            rollback = subprocess.run(
+                nacelle("model", "rollback", "1", "--config", fleet["cloud_core"]["config"]),
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert rollback.returncode == 0, rollback.stderr
+            assert "stored v3: the weights of v1" in rollback.stdout
+            influx = fleet["influxdb"]
+            answer = httpx.get(
+                f"{influx['url']}/query",
+                params={"db": influx["database"], "q": "SELECT version FROM nacelle_model WHERE event = 'rollback'"},
+                timeout=10,
+            ).json()
+            assert answer["results"][0]["series"][0]["values"][0][1] == 3
+
+            assert asyncio.run(_node_versions(fleet, 3, 60)) == dict.fromkeys(fleet["nodes"], 3)
+            model = asyncio.run(_retained_model(fleet, "offshore"))
+            listing = subprocess.run(
+                nacelle("model", "list", "--config", fleet["cloud_core"]["config"]), capture_output=True, text=True
+            ).stdout
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=60)
+        finally:
+            process.kill()
+        reader.join(timeout=10)
+
+    assert (model.version, model.parent_version) == (3, 2)
+    assert "rollback to v1" in listing.splitlines()[-1]
+    assert process.returncode == 0, "".join(output)[-3000:]

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,9 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatedRun
             workdir=tmp_path / "sim",
             summary_json=tmp_path / "summary.json",
             influx_url=influx.url,
+            # Half the fleet fails, badly: whatever the onset night, faults are there to alert on.
+            faulty_share=0.5,
+            fault_severity=3.0,
         )
         yield SimulatedRun(settings, asyncio.run(run_simulation(settings)), influx)
 
@@ -88,6 +92,23 @@ def test_influxdb_answers_with_the_numbers_of_the_summary(simulated: SimulatedRu
     stored = sum(influx.query_rows(f'SELECT count("round") FROM "{m}"')[0]["count"] for m in measurements)
     assert stored == summary["influx"]["points_written"] > 0
     assert processes_mentioning(str(settings.workdir)) == []
+
+
+def test_the_faulty_turbines_alerts_arrived_in_influxdb(simulated: SimulatedRun) -> None:
+    alerts = simulated.summary["alerts"]
+    rows = simulated.influx.query_rows('SELECT * FROM "nacelle_alert" ORDER BY time')
+
+    assert alerts["count"] == alerts["stored"] == len(rows) > 0
+    assert alerts["faulty_turbines"] == 6 and len(alerts["faults"]) == 6
+    assert 0 < alerts["from_faulty"] <= alerts["count"]
+    assert alerts["precision"] == alerts["from_faulty"] / alerts["count"]
+    assert {row["node"] for row in rows} & set(alerts["faults"])
+    for row in rows:
+        assert row["region"] == row["node"].split("-t")[0]
+        assert row["score"] > row["threshold"] > 0 and row["ratio"] == pytest.approx(row["score"] / row["threshold"])
+        assert row["model_version"] in (0, 1)  # nights score with the model they train from
+    # Each night's windows are scored before the night's round: at most one alert a night each.
+    assert max(Counter(row["node"] for row in rows).values()) <= simulated.settings.nights
 
 
 def test_detection_figures_come_from_the_models_the_run_produced(simulated: SimulatedRun) -> None:

@@ -1,6 +1,6 @@
 """Fuzzing every inbound decoder on the path a receiver runs: the aggregator's
 `validate_update` (envelope, update body, tensor codec), and the edge node's and cloud's
-round, model, partial and status paths. Inputs start from valid signed messages of a real (tiny)
+round, model, partial, status and alert paths. Inputs start from valid signed messages of a real (tiny)
 fleet and are mutated byte by byte (flip, insert, delete, truncate, splice msgpack fragments,
 copy a slice elsewhere), or decoded, changed field by field and signed again with the sender's
 real key (a compromised or buggy member: the signature passes, so the body parsers and the codec
@@ -9,7 +9,7 @@ are what is under test), or built from random msgpack structures with right-look
 The only acceptable outcome for bad input is `RejectedMessage`; anything else, including a
 warning (pytest turns warnings into errors here), fails. Whatever is accepted must be usable:
 finite numbers, the model's shapes. Runs are derandomized and use no example database, so CI
-sees the same 10,500 examples every time (3,000 + 3,500 + 1,500 for updates, 625 for each other kind).
+sees the same 11,125 examples every time (3,000 + 3,500 + 1,500 for updates, 625 for each other kind).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from cloud_core.alerts import alert_point, validate_alert
+from cloud_core.config import AlertsConfig
 from nacelle.keys import aggregator_id, create_fleet, key_path
 from regional_aggregator.validation import UpdateLimits, validate_update
 from wire.codec import CODECS, Codec
@@ -35,10 +37,12 @@ from wire.envelope import Envelope, Kind, canonical_bytes, open_envelope, seal
 from wire.errors import RejectedMessage
 from wire.messages import (
     ModelRelease,
+    NodeAlert,
     NodeSummary,
     NodeUpdate,
     RegionalPartial,
     RoundAnnouncement,
+    alert_envelope,
     model_envelope,
     parse_model,
     parse_partial,
@@ -50,6 +54,7 @@ from wire.messages import (
 )
 from wire.registry import FleetRegistry
 from wire.signing import load_private_key
+from wire.topics import RegionTopics
 
 pytestmark = pytest.mark.slow  # about 35 s on 2 cores; `-m "not slow"` skips it
 
@@ -144,6 +149,15 @@ def receive_status(fleet: Fleet, payload: bytes) -> None:
     envelope.body.get("state")
 
 
+def receive_alert(fleet: Fleet, payload: bytes) -> None:
+    alert = validate_alert(
+        payload, RegionTopics(REGION).alert(NODE), registry=fleet.registry, config=AlertsConfig(), now=NOW
+    )
+    assert alert.node_id == NODE and alert.region == REGION
+    assert math.isfinite(alert.ratio) and alert.score > alert.threshold > 0 and alert.suppressed >= 0
+    assert alert_point(alert).to_line_protocol()  # what the cloud writes: never an empty point
+
+
 def _assert_usable(arrays: dict[str, np.ndarray]) -> None:
     assert list(arrays) == list(SHAPES)
     for name, shape in SHAPES.items():
@@ -186,6 +200,8 @@ def _seed_envelope(kind: Kind, codec: Codec) -> Envelope:
             REGION, ROUND_ID, BASE_VERSION, _tensors(3), 150.0, 3, {"bad_signature": 1}, summaries
         )
         return partial_envelope(partial, AGGREGATOR, NOW)
+    if kind is Kind.ALERT:
+        return alert_envelope(NodeAlert(NODE, REGION, BASE_VERSION, 0.9, 0.4, NOW - 30.0, 2), NOW)
     return status_envelope(NODE, REGION, "online", BASE_VERSION, NOW)
 
 
@@ -281,6 +297,7 @@ _KEYS = [
     *["delta", "num_samples", "train_loss", "weights", "version", "weighted_sum", "total_weight"],
     *["expected", "rejected", "nodes", "state", "codec", "tensors", "data", "opened_at", "epochs"],
     *["regional_deadline", "global_deadline", "batch_size", "learning_rate", "0.weight", "0.bias", ""],
+    *["score", "threshold", "window_ts", "suppressed"],
 ]
 _INTERESTING_NUMBERS = st.sampled_from(
     [
@@ -526,6 +543,7 @@ _RECEIVERS: dict[Kind, Callable[[Fleet, bytes], None]] = {
     Kind.MODEL: receive_model,
     Kind.PARTIAL: receive_partial,
     Kind.STATUS: receive_status,
+    Kind.ALERT: receive_alert,
 }
 
 

@@ -3,6 +3,7 @@ mistyped, missing and out-of-range fields with the documented reason."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -14,11 +15,14 @@ from wire.envelope import Envelope, Kind, open_envelope, seal
 from wire.errors import RejectedMessage, RejectReason
 from wire.messages import (
     ModelRelease,
+    NodeAlert,
     NodeSummary,
     NodeUpdate,
     RegionalPartial,
     RoundAnnouncement,
+    alert_envelope,
     model_envelope,
+    parse_alert,
     parse_model,
     parse_partial,
     parse_round,
@@ -396,3 +400,50 @@ def test_partial_with_an_impossible_outlier_score_is_refused(score: object, reas
     )
 
     assert _refusal(parse_partial, envelope, SHAPES) is reason
+
+
+# -- alerts ----------------------------------------------------------------------------------
+
+ALERT = NodeAlert("north-t00001", "north", 6, 0.84, 0.4, NOW - 30.5, 3)
+
+
+def test_alert_round_trips_with_the_model_version_in_the_envelope() -> None:
+    envelope = _through_the_wire(alert_envelope(ALERT, NOW), Kind.ALERT)
+
+    header = (envelope.sender, envelope.region, envelope.round_id, envelope.base_version)
+    assert header == ("north-t00001", "north", 0, 6)
+    assert parse_alert(envelope) == ALERT
+    assert parse_alert(envelope).ratio == pytest.approx(2.1)
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"score": math.nan}, RejectReason.NON_FINITE),
+        ({"score": math.inf}, RejectReason.NON_FINITE),
+        ({"threshold": -math.inf}, RejectReason.NON_FINITE),
+        ({"window_ts": math.nan}, RejectReason.NON_FINITE),
+        ({"threshold": 0.0}, RejectReason.BAD_VALUE),
+        ({"score": 0.4}, RejectReason.BAD_VALUE),  # not above the threshold: not an alert
+        ({"score": -1.0}, RejectReason.BAD_VALUE),
+        ({"window_ts": 0.0}, RejectReason.BAD_VALUE),
+        ({"suppressed": -1}, RejectReason.BAD_VALUE),
+        ({"suppressed": 2**63}, RejectReason.BAD_VALUE),  # InfluxDB integers are int64
+        ({"score": 1e300, "threshold": 1e-300}, RejectReason.NON_FINITE),  # the ratio overflows
+        ({"suppressed": 1.5}, RejectReason.MALFORMED),
+        ({"suppressed": True}, RejectReason.MALFORMED),
+        ({"score": "0.9"}, RejectReason.MALFORMED),
+        ({"window_ts": ...}, RejectReason.MALFORMED),
+    ],
+)
+def test_alert_with_a_bad_field_is_refused(changes: dict[str, object], reason: RejectReason) -> None:
+    envelope = _with_body(alert_envelope(ALERT, NOW), **changes)
+
+    assert _refusal(parse_alert, envelope) is reason
+
+
+@pytest.mark.parametrize("version", [-1, 2**63])
+def test_alert_scored_by_an_impossible_model_version_is_bad_value(version: int) -> None:
+    envelope = alert_envelope(dataclasses.replace(ALERT, model_version=version), NOW)
+
+    assert _refusal(parse_alert, envelope) is RejectReason.BAD_VALUE

@@ -1,0 +1,171 @@
+"""The nodes' anomaly alerts at the cloud: each one verified, then written as one InfluxDB point.
+
+Alerts arrive on `nacelle/v1/region/{region}/alert/{node_id}` (the regional bridges carry them
+to the cloud broker), whether or not a round is open. `validate_alert` checks, in order: size,
+msgpack and schema, the signature of a node of the fleet registry, sender = the topic's node,
+the sender's registered region = the topic's region = the envelope's, the values
+(`wire.messages.parse_alert`: finite, score above a positive threshold), and that neither the
+window nor the message comes from further ahead of our clock than `max_clock_skew_s`. A
+refusal is logged (who, what, why) and counted by reason, like a refused partial. Alerts of a
+suspended node are accepted: suspension is about its model updates, and its bearings can fail
+all the same.
+
+Schema, which dashboards are built on (add fields, never rename):
+
+    nacelle_alert   tags region, node
+                    fields score (float, the window's raw reconstruction error), threshold (float),
+                    ratio (float, score / threshold), model_version (int), suppressed (int)
+                    time: when the window was recorded, ms
+
+Writing never holds up the MQTT handler (and with it the partials behind an alert): accepted
+alerts wait in a bounded list that a background task writes in batches. The price: the broker
+has its acknowledgement once an alert is in that list, so a crash loses the alerts of the last
+moment; a copy delivered twice lands on the same point (same tags, same time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from cloud_core.config import AlertsConfig
+from telemetry import MetricsWriteError, MetricsWriter, Point, WritePrecision
+from wire.envelope import Kind, open_envelope
+from wire.errors import RejectedMessage, RejectReason
+from wire.messages import NodeAlert, parse_alert
+from wire.registry import FleetRegistry
+from wire.topics import alert_topic_ids
+
+log = logging.getLogger(__name__)
+
+MEASUREMENT = "nacelle_alert"
+
+
+def validate_alert(
+    payload: bytes, topic: str, *, registry: FleetRegistry, config: AlertsConfig, now: float
+) -> NodeAlert:
+    """The alert `payload` carries on `topic`, or RejectedMessage with the reason."""
+    ids = alert_topic_ids(topic)
+    if ids is None:
+        raise RejectedMessage(RejectReason.MALFORMED, f"{topic!r} is not an alert topic")
+    topic_region, topic_node = ids
+
+    def node_key(sender: str) -> Ed25519PublicKey | None:  # only nodes alert, not aggregators or the cloud
+        return registry.public_key(sender) if sender in registry.nodes else None
+
+    envelope = open_envelope(payload, max_bytes=config.max_bytes, keys=node_key, expected_kind=Kind.ALERT)
+    sender = envelope.sender
+    if sender != topic_node:
+        raise RejectedMessage(RejectReason.TOPIC_MISMATCH, f"{sender!r} published on {topic_node!r}'s alert topic")
+    member_region = registry.nodes[sender].region
+    if member_region != topic_region or envelope.region != topic_region:
+        raise RejectedMessage(
+            RejectReason.WRONG_REGION,
+            f"{sender!r} of region {member_region!r} claims {envelope.region!r} on region {topic_region!r}'s topic",
+        )
+    alert = parse_alert(envelope)
+    latest = now + config.max_clock_skew_s
+    if alert.window_ts > latest or envelope.created_at > latest:
+        raise RejectedMessage(
+            RejectReason.STALE_TIMESTAMP,
+            f"window at {alert.window_ts:.3f}, sent at {envelope.created_at:.3f}: ahead of our clock ({now:.3f})",
+        )
+    return alert
+
+
+def alert_point(alert: NodeAlert) -> Point:
+    return (
+        Point(MEASUREMENT)
+        .tag("region", alert.region)
+        .tag("node", alert.node_id)
+        .field("score", float(alert.score))
+        .field("threshold", float(alert.threshold))
+        .field("ratio", float(alert.ratio))
+        .field("model_version", int(alert.model_version))
+        .field("suppressed", int(alert.suppressed))
+        # round, not int: a time kept in ms comes back from float seconds as ...249.99999
+        .time(round(alert.window_ts * 1000), WritePrecision.MS)
+    )
+
+
+class AlertIngest:
+    """Verifies the alerts the cloud core's session hands it and writes them (when `metrics`)."""
+
+    def __init__(
+        self,
+        registry: FleetRegistry,
+        config: AlertsConfig,
+        metrics: MetricsWriter | None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = registry
+        self.config = config
+        self._metrics = metrics
+        self._clock = clock
+        self._pending: list[Point] = []
+        self._worker: asyncio.Task[None] | None = None
+        self.accepted = 0
+        self.refused: Counter[str] = Counter()
+        self.written = 0  # points the writer took
+        self.dropped = 0  # accepted, never written: the list was full or the write failed
+
+    async def handle(self, payload: bytes, topic: str) -> NodeAlert | None:
+        """Verify one alert and queue its point; None when refused (logged and counted)."""
+        try:
+            alert = validate_alert(payload, topic, registry=self.registry, config=self.config, now=self._clock())
+        except RejectedMessage as exc:
+            self.refused[exc.reason.value] += 1
+            log.warning("cloud refused alert on %s: %s", topic, exc)
+            return None
+        self.accepted += 1
+        log.info(
+            "cloud got alert of %s (%s): score %.4g = %.2fx threshold, model v%d, %d suppressed",
+            alert.node_id,
+            alert.region,
+            alert.score,
+            alert.ratio,
+            alert.model_version,
+            alert.suppressed,
+        )
+        if self._metrics is not None:
+            self._queue(alert_point(alert))
+        return alert
+
+    def _queue(self, point: Point) -> None:
+        if len(self._pending) >= self.config.max_pending:
+            self.dropped += 1
+            log.error("cloud drops an alert: %d are already waiting for InfluxDB", len(self._pending))
+            return
+        self._pending.append(point)
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        assert self._metrics is not None
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                self.written += await asyncio.to_thread(self._metrics.write, batch)
+            except MetricsWriteError as exc:
+                self.written += exc.accepted
+                self.dropped += len(batch) - exc.accepted
+                log.error("cloud could not write %d alerts to InfluxDB: %s", len(batch) - exc.accepted, exc)
+            except Exception:  # a task nobody awaits: an error not logged here is never seen
+                self.dropped += len(batch)
+                log.exception("cloud could not write %d alerts to InfluxDB", len(batch))
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Wait, at most `timeout_s`, for the alerts accepted so far to be written."""
+        worker = self._worker
+        if worker is None or worker.done():
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(worker), timeout_s)
+        except TimeoutError:
+            log.error("cloud stops with %d alerts not yet written to InfluxDB", len(self._pending))

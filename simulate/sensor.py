@@ -1,0 +1,144 @@
+"""What simulated turbines record between rounds, and which of them fail.
+
+Every night (night n is round n) each turbine scores the live windows it recorded since the
+last round, then trains; once its update is out it records the next night's handful into its
+buffer (`TurbineSensor`, the node's `WindowFeed`: kept off the start of the next round, where
+every turbine waits for the slowest). Nights a turbine missed (it was away, or did not train)
+are recorded when the next round reaches it. Night 1's are recorded when the fleet is built.
+
+A share of the fleet (`plan_faults`) develops a fault during the run: from its onset night on,
+its live windows carry that fault (`simulate.vibration.Fault`), growing worse each night: its
+severity is the planned one at onset, then half of it more every night, up to twice it. The nodes score, alert, and the
+alerts cross the real brokers to the cloud core and InfluxDB; `alert_summary` then says how
+many were sent and stored, and how many came from a turbine that really had a fault when the
+window was recorded (a precision figure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+
+from edge_node.buffer import FeatureBuffer
+from simulate.vibration import Fault, TurbineProfile, turbine_features
+from wire.messages import NodeAlert
+
+# Night n's live windows are block LIVE_OFFSET + n of the turbine's window stream: never the
+# training (0) or evaluation (1..7) blocks.
+LIVE_OFFSET = 1000
+# A fault grows: severity × (1 + 0.5 · nights since onset), at most × 2 (three nights on).
+FAULT_GROWTH_PER_NIGHT = 0.5
+FAULT_GROWTH_CAP = 2.0
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    fault: Fault
+    onset_night: int  # live windows of this night and after carry the fault
+    severity: float  # at onset
+
+    def severity_on(self, night: int) -> float:
+        grown = 1.0 + FAULT_GROWTH_PER_NIGHT * (night - self.onset_night)
+        return self.severity * min(FAULT_GROWTH_CAP, grown)
+
+
+def plan_faults(
+    node_ids: Sequence[str], share: float, nights: int, *, seed: int, severity: float
+) -> dict[str, FaultPlan]:
+    """`ceil(share · turbines)` turbines, each with a fault type and an onset night drawn
+    uniformly; deterministic in `seed`."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"the share of faulty turbines must be in [0, 1], got {share}")
+    rng = np.random.default_rng([seed, 0xFA17])
+    chosen = sorted(rng.choice(len(node_ids), math.ceil(share * len(node_ids)), replace=False).tolist())
+    faults = list(Fault)
+    return {
+        node_ids[index]: FaultPlan(faults[int(rng.integers(len(faults)))], int(rng.integers(1, nights + 1)), severity)
+        for index in chosen
+    }
+
+
+class TurbineSensor:
+    """One turbine's live windows, once per night, into its node's buffer."""
+
+    def __init__(self, profile: TurbineProfile, buffer: FeatureBuffer, windows: int, plan: FaultPlan | None) -> None:
+        self.profile = profile
+        self.buffer = buffer
+        self.windows = windows
+        self.plan = plan
+        self.night = 0  # the last night recorded
+        self.faulty_since: float | None = None  # when its first faulty windows were recorded
+
+    async def __call__(self, through_night: int) -> None:
+        """Every night up to `through_night` not recorded yet."""
+        nights = range(self.night + 1, through_night + 1)
+        if not nights:
+            return
+        self.night = through_night  # before the thread runs: a second call meanwhile adds nothing
+        # Synthesis and the fsynced append cost about 2 ms a night: off the event loop that
+        # serves every turbine's MQTT client.
+        await asyncio.to_thread(lambda: [self.record(night) for night in nights])
+
+    def record(self, night: int) -> None:
+        self.night = max(self.night, night)
+        plan = self.plan
+        faulty = plan is not None and night >= plan.onset_night
+        features = turbine_features(
+            self.profile,
+            self.windows,
+            offset=LIVE_OFFSET + night,
+            fault=plan.fault if faulty and plan is not None else None,
+            severity=plan.severity_on(night) if faulty and plan is not None else 1.0,
+        )
+        # In whole ms, as the buffer keeps it and alerts report it: comparable exactly.
+        recorded_at = round(time.time() * 1000) / 1000
+        self.buffer.append(features, recorded_at=recorded_at)
+        if faulty and self.faulty_since is None:
+            self.faulty_since = recorded_at
+
+
+def stored_alert_count(url: str, database: str, since: float) -> int:
+    """`nacelle_alert` points in an InfluxDB 1.x database from `since` (Unix s) on."""
+    query = f'SELECT count("score") FROM "nacelle_alert" WHERE time >= {math.floor(since * 1000)}ms'
+    response = httpx.post(f"{url}/query", params={"db": database, "q": query}, timeout=30.0)
+    response.raise_for_status()
+    series = response.json()["results"][0].get("series", [])
+    return int(series[0]["values"][0][1]) if series else 0
+
+
+def alert_summary(
+    published: Sequence[NodeAlert], sensors: Mapping[str, TurbineSensor], stored: int | None
+) -> dict[str, Any]:
+    """The `alerts` block of the simulator's summary: the alerts the turbines published, judged
+    against the faults they really had, and how many InfluxDB holds (None: not read back)."""
+
+    def true_alert(alert: NodeAlert) -> bool:
+        sensor = sensors.get(alert.node_id)
+        since = None if sensor is None else sensor.faulty_since
+        return since is not None and alert.window_ts >= since
+
+    faulty = {node for node, sensor in sensors.items() if sensor.faulty_since is not None}
+    alerted = {alert.node_id for alert in published}
+    true = sum(1 for alert in published if true_alert(alert))
+    return {
+        "count": len(published),
+        "stored": stored,
+        "from_faulty": true,
+        "precision": true / len(published) if published else None,
+        "suppressed": sum(alert.suppressed for alert in published),
+        "faulty_turbines": len(faulty),
+        "faulty_turbines_alerted": len(alerted & faulty),
+        "healthy_turbines_alerted": len(alerted - faulty),
+        "faults": {
+            node: {"fault": s.plan.fault.value, "onset_night": s.plan.onset_night}
+            for node, s in sorted(sensors.items())
+            if s.plan is not None
+        },
+    }
