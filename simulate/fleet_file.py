@@ -17,20 +17,18 @@ server and client certificates) it names that directory, and clients connect wit
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nacelle.files import write_atomically
+from nacelle.keys import OBSERVER_ID
 from wire.topics import GLOBAL_FILTER, MODEL_TOPIC, PARTIAL_FILTER, PROTOCOL_PREFIX, ROUND_TOPIC
 
 FLEET_FILE_SCHEMA = 1
 FLEET_FILE_NAME = "fleet.json"
-# The read-only monitoring identity that `nacelle keys` issues a client certificate for (with TLS
-# on, the brokers' ACLs let it read rounds, models, statuses and partials, never write).
-OBSERVER_ID = "nacelle-observer"
 
 
 @dataclass(frozen=True)
@@ -101,9 +99,7 @@ def fleet_json(fleet: LiveFleet) -> dict[str, Any]:
 
 def write_fleet_file(path: Path, data: Mapping[str, Any]) -> None:
     """Write atomically: a tool polling for the file must never read half of it."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(temporary, path)
+    write_atomically(path, (json.dumps(data, indent=1) + "\n").encode())
 
 
 def mosquitto_sub_command(data: Mapping[str, Any], region: str, topic: str = GLOBAL_FILTER) -> list[str]:
