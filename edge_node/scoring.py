@@ -58,6 +58,7 @@ class LiveScoring:
         # (model version, its threshold): recalibrated whenever the model changes; in memory
         # only, a restart recalibrates on its first pass.
         self._calibrated: tuple[int, float] | None = None
+        self._uncalibrated: int | None = None  # the model version last said to lack a baseline
         self._lock = asyncio.Lock()
         self.alerts_sent = 0
         # The latest alerts this node published, for a look at a running node (the simulator
@@ -90,6 +91,9 @@ class LiveScoring:
         if self._calibrated is None or self._calibrated[0] != version:
             calibration = self.buffer.read(baseline)[-self.config.calibration_windows :]
             if len(calibration) < self.config.min_calibration_windows:
+                if self._uncalibrated == version:  # said once per model, not every pass
+                    return []
+                self._uncalibrated = version
                 log.warning(
                     "node %s cannot calibrate model v%d: %d normal windows, %d needed; %d new windows wait",
                     self.node_id,

@@ -356,6 +356,7 @@ class Simulation:
                 FeatureBuffer(config.data_dir / "buffer", config.max_windows),
                 settings.live_windows,
                 faults.get(member.member_id),
+                last_night=settings.nights,
             )
             node = EdgeNode(
                 config,
@@ -438,7 +439,7 @@ class Simulation:
             self.start_daemon("cloud", ["cloud", "--config", str(cloud_config), "--rounds", str(settings.nights)])
             incidents = self._incidents(registry, brokers, nodes, node_tasks) if settings.incidents else None
             records = await self._follow_rounds(nodes, incidents)
-            self._collect_alerts(nodes, records)
+            self._collect_alerts(nodes)
             if after_nights is not None:
                 await after_nights(records)
         finally:
@@ -448,16 +449,11 @@ class Simulation:
 
         return records
 
-    def _collect_alerts(self, nodes: list[EdgeNode], records: list[dict[str, Any]]) -> None:
+    def _collect_alerts(self, nodes: list[EdgeNode]) -> None:
         """The nights' alerts, now: the nights' cloud core wrote each one before it exited (a
-        node sends its alerts before its update), and InfluxDB stops before the summary. Windows
-        recorded after the last night opened belong to the next night, which never comes: a node
-        may score them when the last model arrives, after the cloud core has gone."""
-        last_night_opened = records[-1]["opened_at"] if records else float("inf")
-        self.alerts = sorted(
-            (a for n in nodes for a in n.scoring.recent_alerts if a.window_ts < last_night_opened),
-            key=lambda a: a.window_ts,
-        )
+        node scores a night's windows before its update, and the sensors record nothing past
+        the last night), and InfluxDB stops before the summary."""
+        self.alerts = sorted((a for n in nodes for a in n.scoring.recent_alerts), key=lambda a: a.window_ts)
         if self.settings.influx_api != "v1":
             return  # a v2 bucket is not read back here
         try:
@@ -646,6 +642,8 @@ async def run_simulation(settings: SimulationSettings) -> dict[str, Any]:
     async def serve(records: list[dict[str, Any]]) -> None:
         # The nights' summary first, while no live round can change the stored models yet.
         concluded.append(_conclude(simulation, records, started))
+        for sensor in simulation.sensors.values():  # live rounds get live windows too
+            sensor.last_night = None
         await keep_running(simulation, lambda record: _say(_round_row(record)))
 
     with simulation.stack:

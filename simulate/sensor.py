@@ -4,7 +4,9 @@ Every night (night n is round n) each turbine scores the live windows it recorde
 last round, then trains; once its update is out it records the next night's handful into its
 buffer (`TurbineSensor`, the node's `WindowFeed`: kept off the start of the next round, where
 every turbine waits for the slowest). Nights a turbine missed (it was away, or did not train)
-are recorded when the next round reaches it. Night 1's are recorded when the fleet is built.
+are recorded when the next round reaches it. Night 1's are recorded when the fleet is built, and
+none after the run's last night: windows scored when the last model arrives would alert a cloud
+core that has already gone (a fleet left running lifts the limit: `last_night = None`).
 
 A share of the fleet (`plan_faults`) develops a fault during the run: from its onset night on,
 its live windows carry that fault (`simulate.vibration.Fault`), growing worse each night: its
@@ -68,23 +70,38 @@ def plan_faults(
 class TurbineSensor:
     """One turbine's live windows, once per night, into its node's buffer."""
 
-    def __init__(self, profile: TurbineProfile, buffer: FeatureBuffer, windows: int, plan: FaultPlan | None) -> None:
+    def __init__(
+        self,
+        profile: TurbineProfile,
+        buffer: FeatureBuffer,
+        windows: int,
+        plan: FaultPlan | None,
+        *,
+        last_night: int | None = None,
+    ) -> None:
         self.profile = profile
         self.buffer = buffer
         self.windows = windows
         self.plan = plan
+        self.last_night = last_night  # None: no end
         self.night = 0  # the last night recorded
         self.faulty_since: float | None = None  # when its first faulty windows were recorded
 
     async def __call__(self, through_night: int) -> None:
-        """Every night up to `through_night` not recorded yet."""
+        """Every night up to `through_night` not recorded yet (and not past `last_night`)."""
+        if self.last_night is not None:
+            through_night = min(through_night, self.last_night)
         nights = range(self.night + 1, through_night + 1)
         if not nights:
             return
         self.night = through_night  # before the thread runs: a second call meanwhile adds nothing
         # Synthesis and the fsynced append cost about 2 ms a night: off the event loop that
         # serves every turbine's MQTT client.
-        await asyncio.to_thread(lambda: [self.record(night) for night in nights])
+        await asyncio.to_thread(self._record_all, nights)
+
+    def _record_all(self, nights: range) -> None:
+        for night in nights:
+            self.record(night)
 
     def record(self, night: int) -> None:
         self.night = max(self.night, night)

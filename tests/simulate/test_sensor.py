@@ -52,6 +52,17 @@ async def test_each_night_is_recorded_once_and_missed_nights_are_caught_up(tmp_p
     np.testing.assert_array_equal(windows[4:8], turbine_features(sensor.profile, 4, offset=LIVE_OFFSET + 2))
 
 
+async def test_nothing_is_recorded_past_the_last_night_until_the_limit_is_lifted(tmp_path: Path) -> None:
+    sensor = TurbineSensor(turbine_profile(5, 0), FeatureBuffer(tmp_path / "buffer", 1000), 4, None, last_night=2)
+
+    await sensor(3)
+    assert [c.sequence for c in sensor.buffer.chunks()] == [0, 1]
+    sensor.last_night = None  # a fleet left running
+    await sensor(3)
+
+    assert len(sensor.buffer.chunks()) == 3
+
+
 async def test_windows_carry_the_fault_from_its_onset_night_on(tmp_path: Path) -> None:
     plan = FaultPlan(Fault.IMBALANCE, onset_night=2, severity=1.0)
     sensor = _sensor(tmp_path, plan)

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -196,10 +197,15 @@ def test_ctrl_c_stops_every_process_the_simulation_started(tmp_path: Path) -> No
             for line in process.stdout:
                 if "turbines connected" in line:
                     break
+            # Keep reading: a simulator blocked on a full stdout pipe could not stop either.
+            stdout = process.stdout
+            threading.Thread(target=lambda: stdout.read(), daemon=True).start()
             time.sleep(1.0)  # mid-round: brokers, InfluxDB, aggregators and cloud are all up
             assert len(processes_mentioning(str(workdir))) >= 5
             process.send_signal(signal.SIGINT)
-            process.wait(timeout=60)
+            # Each process gets SIGTERM, then SIGKILL after 10 s (nacelle.processes): a loaded
+            # 2-core machine may need that for several of them.
+            process.wait(timeout=120)
         finally:
             process.kill()
 
