@@ -167,6 +167,10 @@ def _run_registry(args: argparse.Namespace) -> int:
 def _run_simulate(args: argparse.Namespace) -> int:
     from simulate.run import SimulationSettings, run_simulation
 
+    # A shell starts background jobs (`nohup ... &`) with SIGINT ignored, and Python then leaves
+    # it ignored: `kill -INT` must still stop the fleet cleanly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
     if args.live_interval is not None and not args.keep_running:
         raise ValueError("--live-interval applies only with --keep-running")
     settings = SimulationSettings(
