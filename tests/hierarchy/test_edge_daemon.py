@@ -51,13 +51,15 @@ async def test_edge_daemon_trains_into_a_round_and_stops_on_sigterm(
     daemon = subprocess.Popen(
         [sys.executable, "-m", "nacelle", "edge", "--config", str(config)], stdout=log, stderr=log
     )
+    broker = fleet.brokers.regions["offshore"]
     try:
-        [record] = await asyncio.wait_for(core.run(max_rounds=1), timeout=40)
-        broker = fleet.brokers.regions["offshore"]
-        status = await first_message(broker.host, broker.port, RegionTopics("offshore").status(node_id))
+        # "online" is published once subscribed: only then can the round's 8 s deadline be fair to
+        # a process that first imports torch on a loaded machine.
+        status = await first_message(broker.host, broker.port, RegionTopics("offshore").status(node_id), 90)
         envelope = open_envelope(
             status.payload, max_bytes=4096, keys=fleet.registry.public_key, expected_kind=Kind.STATUS
         )
+        [record] = await asyncio.wait_for(core.run(max_rounds=1), timeout=40)
         daemon.send_signal(signal.SIGTERM)
         returncode = daemon.wait(timeout=20)
         after_stop = await first_message(broker.host, broker.port, RegionTopics("offshore").status(node_id))
