@@ -113,6 +113,7 @@ class MqttSession:
                                 await self._dispatch(message)
                             if self.spec.manual_ack:
                                 client._client.ack(message.mid, message.qos)
+                            _raise_if_cancel_was_swallowed()
                     except asyncio.CancelledError:
                         await self._publish_will(client)
                         raise
@@ -167,6 +168,16 @@ class MqttSession:
             except aiomqtt.MqttError as exc:
                 log.warning("%s: publish to %s failed (%s); will retry", self.spec.client_id, topic, exc)
                 await asyncio.sleep(full_jitter_delay(0))
+
+
+def _raise_if_cancel_was_swallowed() -> None:
+    """Python 3.11's asyncio.wait_for (aiomqtt's publish waits with it) returns the result
+    instead of raising when the cancel arrives just as the awaited operation completes. The
+    handler then returns normally and the session would read its next message instead of
+    stopping: a fleet of hundreds of nodes stopped after a model broadcast left a few running."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def run_until_stopped(sessions: Sequence[MqttSession], stop: asyncio.Event) -> None:
