@@ -75,6 +75,9 @@ def node_grants(region: str, node_id: str) -> list[Grant]:
         Grant(Access.WRITE, topics.alert(node_id)),
         Grant(Access.READ, ROUND_TOPIC),
         Grant(Access.READ, MODEL_TOPIC),
+        # Its own retained status, and nobody else's: `nacelle edge-health` on the node's host
+        # checks with the node's certificate that the daemon is online and runs the current model.
+        Grant(Access.READ, topics.status(node_id)),
     ]
 
 

@@ -11,7 +11,7 @@ from pydantic_settings import SettingsConfigDict
 from cloud_core.schedule import check_cron, zone
 from nacelle.config import BrokerEndpoint, DaemonSettings
 from telemetry import DEFAULT_BATCH_SIZE, DEFAULT_SPOOL_BYTES
-from wire.codec import Codec
+from wire.codec import DEFAULT_TOPK_FRACTION, Codec
 
 DEFAULT_CRON = "0 2 * * *"
 
@@ -89,7 +89,11 @@ class TrainingPlanConfig(BaseModel):
     epochs: int = Field(5, ge=1, le=1000)
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(3e-3, gt=0)
+    # How nodes encode their updates (wire.codec): int8-zstd (default), fp16-zstd (half the
+    # bytes of fp32, nearly exact), topk-int8-zstd (the largest `topk_fraction` of each update's
+    # values, the rest carried to the node's next update), fp32-zstd (exact, four times int8).
     codec: Codec = "int8-zstd"
+    topk_fraction: float = Field(DEFAULT_TOPK_FRACTION, gt=0, le=1)
 
 
 class ModelConfig(BaseModel):

@@ -234,6 +234,7 @@ class CloudCore:
             batch_size=plan.batch_size,
             learning_rate=plan.learning_rate,
             codec=plan.codec,
+            topk_fraction=plan.topk_fraction,
         )
         for stale in self._partials_dir.glob("*.msgpack"):
             stale.unlink()

@@ -52,15 +52,25 @@ class FeatureBuffer:
         self.directory = directory
         self.capacity = capacity
         self._loaded: dict[Path, np.ndarray] = {}
+        self._sizes: dict[Path, int] = {}  # windows per chunk: chunks never change once in place
         directory.mkdir(parents=True, exist_ok=True)
 
     def chunks(self) -> list[Chunk]:
         """Every chunk on disk, oldest first."""
         chunks = sorted((_chunk(path) for path in self.directory.glob("chunk-*.npy")), key=lambda c: c.sequence)
-        if len(self._loaded) > len(chunks):  # evicted, maybe by another process: forget them
+        if len(self._loaded) > len(chunks) or len(self._sizes) > len(chunks):  # evicted, maybe elsewhere
             present = {chunk.path for chunk in chunks}
             self._loaded = {path: array for path, array in self._loaded.items() if path in present}
+            self._sizes = {path: size for path, size in self._sizes.items() if path in present}
         return chunks
+
+    def size(self, chunk: Chunk) -> int:
+        """Windows in `chunk` (`Chunk.size`, read once per chunk: every append and every round
+        sizes every chunk)."""
+        size = self._sizes.get(chunk.path)
+        if size is None:
+            size = self._sizes[chunk.path] = chunk.size()
+        return size
 
     def _load(self, chunk: Chunk) -> np.ndarray:
         array = self._loaded.get(chunk.path)
@@ -91,7 +101,7 @@ class FeatureBuffer:
 
     def _evict(self) -> None:
         chunks = self.chunks()
-        sizes = [chunk.size() for chunk in chunks]
+        sizes = [self.size(chunk) for chunk in chunks]
         total = sum(sizes)
         for chunk, size in zip(chunks, sizes, strict=True):
             if total - size < self.capacity:

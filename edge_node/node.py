@@ -20,12 +20,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_node.buffer import FeatureBuffer
 from edge_node.config import EdgeConfig
+from edge_node.feedback import FEEDBACK_CODECS, Residual, left_over, with_residual
 from edge_node.recordings import RecordingIngestor
 from edge_node.scoring import LiveScoring, Scorer
 from edge_node.state import NodeState, NodeStateStore
 from learning.model import AutoencoderShape, Weights, weight_shapes
 from learning.training import LocalResult, TrainingConfig, reconstruction_errors, resolve_device, train_local
 from nacelle.mqtt import MqttSession, SessionSpec
+from wire.codec import decode_arrays
 from wire.envelope import KeyLookup, Kind, open_envelope, seal
 from wire.errors import RejectedMessage
 from wire.messages import (
@@ -121,9 +123,14 @@ class EdgeNode:
         )
         self._store = NodeStateStore(config.data_dir / "state")
         self.state, self.weights = self._store.load()
+        self._residual = self._store.load_residual()  # error feedback of lossy codecs (edge_node.feedback)
         self.rejections: Counter[str] = Counter()
         self.updates_published = 0
         self.last_update_bytes = 0
+        # Where a round's time goes (bench/): seconds spent encoding and signing updates, and
+        # when the broker acknowledged the last one (Unix s).
+        self.encode_sign_s = 0.0
+        self.last_published_at = 0.0
         self._round: RoundAnnouncement | None = None
         self._feed = feed
         self.scoring = LiveScoring(
@@ -289,7 +296,7 @@ class EdgeNode:
             len(windows),
             self.config.min_windows,
             self._clock(),
-            new_windows=sum(c.size() for c in chunks if c.sequence > self.state.trained_through_chunk),
+            new_windows=sum(self.buffer.size(c) for c in chunks if c.sequence > self.state.trained_through_chunk),
             min_new_windows=self.config.min_new_windows,
         )
         if not decision.train:
@@ -302,17 +309,31 @@ class EdgeNode:
             return
         plan = TrainingConfig(announcement.epochs, announcement.batch_size, announcement.learning_rate)
         result = await self._trainer(self.weights, windows, plan, announcement.round_id)
+        feedback = announcement.codec in FEEDBACK_CODECS
+        carried = self._residual.for_round(announcement.round_id) if feedback and self._residual else None
         update = NodeUpdate(
             node_id=self.config.node_id,
             region=self.config.region,
             round_id=announcement.round_id,
             base_version=announcement.base_version,
-            delta=result.delta,
+            delta=with_residual(result.delta, carried),
             num_samples=result.num_samples,
             train_loss=result.train_loss,
         )
-        payload = seal(update_envelope(update, announcement.codec, self._clock()), self._key)
+        encode_started = time.perf_counter()
+        envelope = update_envelope(update, announcement.codec, self._clock(), topk_fraction=announcement.topk_fraction)
+        payload = seal(envelope, self._key)
+        self.encode_sign_s += time.perf_counter() - encode_started
         await self.session.publish(self.topics.update(self.config.node_id), payload)
+        self.last_published_at = time.time()
+        # Kept before the round is marked trained: see edge_node.feedback for a crash in between.
+        if feedback:
+            sent = decode_arrays(envelope.body["delta"], self._shapes)
+            self._residual = Residual(announcement.round_id, left_over(update.delta, sent), carried)
+            self._store.save_residual(self._residual)
+        elif self._residual is not None:  # the fleet left the lossy codec: nothing more to carry
+            self._residual = None
+            self._store.clear_residual()
         # Recorded only after the broker acknowledged: a crash before this retrains and
         # republishes, and the aggregator counts the second copy once.
         self.state.last_trained_round = announcement.round_id

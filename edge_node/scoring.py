@@ -151,7 +151,8 @@ class LiveScoring:
     def _warm_up(self, baseline: list[Chunk], new: list[Chunk]) -> tuple[list[Chunk], list[Chunk]]:
         """A node that has never scored takes its oldest windows as its baseline, unscored."""
         minimum = self.config.min_calibration_windows
-        taken = warmup_chunks([c.size() for c in new], sum(c.size() for c in baseline), minimum)
+        size = self.buffer.size
+        taken = warmup_chunks([size(c) for c in new], sum(size(c) for c in baseline), minimum)
         if not taken:
             return baseline, new
         self.state.scored_chunk = new[taken - 1].sequence

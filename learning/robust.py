@@ -13,7 +13,7 @@ across regions is the same whatever each region chose: a robust consensus c stan
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -121,6 +121,37 @@ def aggregate_region(updates: UpdateSource, norms: Iterable[float], policy: Robu
         total_weight = sum(u.weight for u in listed)
         weighted_sum = consensus * total_weight
         distances = {u.node_id: _distance(row, consensus) for u, row in zip(listed, matrix, strict=True)}
+    return RegionAggregate(weighted_sum, total_weight, clip_norm, outlier_scores(distances))
+
+
+# (node ids, or None for every node) -> those nodes' updates, read again from where they are kept.
+UpdateReader = Callable[[Collection[str] | None], Iterable[WeightedUpdate]]
+
+
+def fedavg_from_sum(
+    unclipped_sum: np.ndarray,
+    weights: Mapping[str, float],
+    norms: Mapping[str, float],
+    read: UpdateReader,
+    policy: RobustPolicy,
+) -> RegionAggregate:
+    """FedAvg's `RegionAggregate` from the sum Σ wᵢ·Δᵢ accumulated as updates arrived (float64):
+    what `aggregate_region` computes with `Aggregate.FEDAVG`, without holding or re-reading every
+    update for the sum. Only the updates clipping shortens are read again, to take off
+    wᵢ·(1 − clip/‖Δᵢ‖)·Δᵢ each; the outlier scores need one pass over all of them.
+    `weights` and `norms` are per node; raises ValueError when there is no update."""
+    if not weights:
+        raise ValueError("no update to aggregate")
+    clip_norm = clip_norm_for(norms.values(), policy)
+    weighted_sum = np.array(unclipped_sum, np.float64)
+    if clip_norm is not None:
+        clipped = {node for node, norm in norms.items() if norm > clip_norm}
+        for update in read(clipped) if clipped else ():
+            shrink = 1.0 - clip_norm / norms[update.node_id]
+            weighted_sum -= (update.weight * shrink) * update.delta.astype(np.float64)
+    total_weight = float(sum(weights.values()))
+    consensus = weighted_sum / total_weight
+    distances = {u.node_id: _distance(_clipped(u.delta, clip_norm), consensus) for u in read(None)}
     return RegionAggregate(weighted_sum, total_weight, clip_norm, outlier_scores(distances))
 
 

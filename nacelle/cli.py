@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 
 from nacelle import __version__
+from nacelle.broker_admin import add_broker_parser
 from nacelle.config import ConfigError, load_config
 from nacelle.model_admin import add_model_parser
+from nacelle.pki_admin import add_pki_actions
 from nacelle.processes import ServiceError
 from wire.registry import NodeStatus
 
@@ -80,6 +82,15 @@ def _run_cloud(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_edge_health(args: argparse.Namespace) -> int:
+    from edge_node.config import EdgeConfig
+    from edge_node.health import check
+
+    health = asyncio.run(check(load_config(EdgeConfig, args.config), timeout_s=args.timeout))
+    print(("healthy: " if health.healthy else "unhealthy: ") + health.message)
+    return 0 if health.healthy else 1
+
+
 def _run_keys(args: argparse.Namespace) -> int:
     from nacelle.keys import create_fleet, region_names, registry_path, split_turbines
 
@@ -95,6 +106,8 @@ def _run_pki(args: argparse.Namespace) -> int:
     from nacelle.keys import ensure_fleet_pki, registry_path
     from wire.registry import FleetRegistry
 
+    if args.fleet is None:
+        raise ValueError("--fleet DIR is required (or an action: ca, request, sign; see nacelle pki --help)")
     registry = FleetRegistry.load(registry_path(args.fleet))
     report = ensure_fleet_pki(args.fleet, registry, _broker_hosts(args.broker_host))
     created = "created the fleet CA; " if report.ca_created else ""
@@ -144,6 +157,8 @@ def _run_registry(args: argparse.Namespace) -> int:
     from nacelle.registry_admin import format_nodes, select_nodes, set_status
     from wire.registry import FleetRegistry
 
+    if args.action == "add":
+        return _run_registry_add(args)
     if args.action == "list":
         registry = FleetRegistry.load(args.registry)
         status = NodeStatus(args.status) if args.status else None
@@ -161,6 +176,32 @@ def _run_registry(args: argparse.Namespace) -> int:
             f"wrote {args.registry}: a regional aggregator reading this file applies it when it opens its "
             "next round; copy it to aggregator hosts that keep their own"
         )
+    return 0
+
+
+def _run_registry_add(args: argparse.Namespace) -> int:
+    from nacelle.registry_admin import MemberKey, enrol_members, read_manifest, read_public_key
+    from wire.registry import Enrolment, MemberRole
+
+    if (args.manifest is None) == (args.member is None):
+        raise ValueError("give either MEMBER with --public-key, or --manifest FILE")
+    if args.manifest is not None:
+        if args.public_key is not None or args.region is not None or args.role != MemberRole.NODE.value:
+            raise ValueError("--public-key, --region and --role describe one MEMBER; a manifest holds them itself")
+        members = read_manifest(args.manifest)
+    else:
+        if args.public_key is None:
+            raise ValueError("--public-key FILE is required with MEMBER")
+        role = MemberRole(args.role)
+        if role is not MemberRole.CLOUD and not args.region:
+            raise ValueError(f"a {role.value} needs --region")
+        members = [MemberKey(args.member, role, read_public_key(args.public_key), args.region or "")]
+    for member, outcome in enrol_members(args.registry, members, replace=args.replace):
+        where = f" of {member.region}" if member.region else ""
+        if outcome is Enrolment.UNCHANGED:
+            print(f"ok: {member.role.value} {member.member_id}{where} enrolled with this key")
+        else:
+            print(f"changed: {outcome.value} {member.role.value} {member.member_id}{where}")
     return 0
 
 
@@ -297,20 +338,43 @@ def build_parser() -> argparse.ArgumentParser:
         "pki",
         help="Issue the TLS certificates a fleet directory lacks (CA, brokers, clients).",
         description=(
-            "Complete the TLS PKI of an existing fleet directory (made by `nacelle keys`): create the\n"
-            "CA if tls/ca.crt does not exist, then issue a certificate for every broker and identity of\n"
-            "registry.json that has none. Nothing existing is replaced: running it again issues\n"
+            "With an ACTION, keys are made on their own host and only requests travel: `ca` creates the\n"
+            "fleet CA, `request` (on a host) makes its key and certificate request, `sign` (where the CA\n"
+            "key is) signs it; `nacelle pki ACTION --help` for each. deploy/ansible uses these.\n\n"
+            "Without ACTION (--fleet DIR): complete the TLS PKI of a fleet directory made by `nacelle\n"
+            "keys`: create the CA if tls/ca.crt does not exist, then issue a certificate for every broker\n"
+            "and identity of registry.json that has none. Nothing existing is replaced: running it again issues\n"
             "nothing, and after adding nodes to the registry it issues only theirs. To replace the CA,\n"
             "move tls/ away first (every certificate must then be issued and distributed again).\n\n" + _PKI_TEXT
         ),
         epilog="example: nacelle pki --fleet fleet/ --broker-host region-offshore=mqtt-offshore.example.com",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    pki.add_argument("--fleet", type=Path, required=True, help="fleet directory (with registry.json)")
+    pki.add_argument("--fleet", type=Path, help="fleet directory (with registry.json)")
     _add_broker_host_option(pki)
     pki.set_defaults(run=_run_pki)
+    add_pki_actions(pki)
     _add_registry_parser(commands)
     add_model_parser(commands)
+    add_broker_parser(commands)
+    health = commands.add_parser(
+        "edge-health",
+        help="Exit 0 once this edge node is online and runs the fleet's current model.",
+        description=(
+            "Connect to the node's regional broker with the node's own configuration (certificate,\n"
+            "registry) and read two retained messages, signatures verified: the node's status and the\n"
+            "cloud's global model. Healthy (exit 0) when the status is online at the model's version;\n"
+            "otherwise wait for it up to --timeout, then exit 1 saying why (offline, never connected,\n"
+            "an older model, no model on the broker). The node's own session is not disturbed."
+        ),
+        epilog="example: nacelle edge-health --config /etc/nacelle/edge.toml --timeout 120",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    health.add_argument("--config", type=Path, required=True, help="the edge node's TOML configuration")
+    health.add_argument(
+        "--timeout", type=_positive_float, default=120.0, metavar="SECONDS", help="how long to wait (default 120)"
+    )
+    health.set_defaults(run=_run_edge_health)
 
     sim = commands.add_parser(
         "simulate",
@@ -399,14 +463,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_registry_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     registry = commands.add_parser(
         "registry",
-        help="List the fleet's nodes; suspend or reactivate nodes.",
+        help="List the fleet's nodes; suspend or reactivate nodes; enrol members' public keys.",
         description=(
             "Read or change node status in a fleet registry file. A suspended node keeps its key,\n"
             "but its updates are refused (reason suspended_sender) and its region no longer waits\n"
-            "for it. The file is rewritten atomically; unknown node ids change nothing."
+            "for it. The file is rewritten atomically; unknown node ids change nothing. `add` enrols\n"
+            "the public signing keys that hosts made for themselves (nacelle pki request)."
         ),
         epilog=(
             "examples:\n"
+            "  nacelle registry add offshore-t00007 --region offshore --public-key offshore-t00007.pub "
+            "--registry fleet/registry.json\n"
             "  nacelle registry list --registry fleet/registry.json --status suspended\n"
             "  nacelle registry suspend offshore-t00007 --reason 'gearbox replaced' --registry fleet/registry.json\n"
             "  nacelle registry activate offshore-t00007 --registry fleet/registry.json"
@@ -445,6 +512,26 @@ def _add_registry_parser(commands: argparse._SubParsersAction[argparse.ArgumentP
         description="Reactivate suspended nodes; their reason is cleared.",
     )
     activate.add_argument("nodes", nargs="+", metavar="NODE", help="node id")
+    add = actions.add_parser(
+        "add",
+        parents=[common],
+        help="enrol MEMBER's public signing key (or every member of --manifest)",
+        description=(
+            "Enrol public signing keys: a node of --region (the default role), a region's aggregator\n"
+            "(--role aggregator, id aggregator-REGION) or the cloud (--role cloud; creates the registry\n"
+            "file if there is none). The same key again changes nothing. Another key (or region) for a\n"
+            "member already enrolled is refused unless --replace: that is a key rotation or a\n"
+            "re-imaged host, and every host verifying the member's messages needs the new registry.\n"
+            "--manifest enrols a JSON list of {id, role, region, public_key_file} at once, all or nothing."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add.add_argument("member", nargs="?", metavar="MEMBER", help="member id: node id, aggregator-REGION or cloud")
+    add.add_argument("--role", choices=["node", "aggregator", "cloud"], default="node", help="default node")
+    add.add_argument("--region", help="the member's region (nodes and aggregators)")
+    add.add_argument("--public-key", type=Path, metavar="FILE", help="its public key: PEM (ID.pub) or hex")
+    add.add_argument("--manifest", type=Path, metavar="FILE", help="enrol every member listed in this JSON file")
+    add.add_argument("--replace", action="store_true", help="accept another key or region for enrolled members")
     registry.set_defaults(run=_run_registry)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from nacelle.pki import PkiReport, TlsLayout, ensure_pki
 from wire.registry import FleetRegistry, Member
-from wire.signing import generate_key, public_key_hex, save_private_key
+from wire.signing import generate_key, load_private_key, public_key_hex, public_key_pem, save_private_key
 
 CLOUD_ID = "cloud"
 # TLS identities of tools, not fleet members: they sign nothing, so they are not in the registry.
@@ -71,6 +71,36 @@ def registry_path(fleet_dir: Path) -> Path:
 
 def tls_layout(fleet_dir: Path) -> TlsLayout:
     return TlsLayout.of_fleet(fleet_dir)
+
+
+def broker_names(registry: FleetRegistry) -> list[str]:
+    """The fleet's brokers, as their server certificates name them."""
+    return [CLOUD_BROKER, *(regional_broker(region) for region in registry.regions)]
+
+
+def public_key_path(private_key: Path) -> Path:
+    """Where `ensure_signing_key` writes the public half: `keys/ID.pem` → `keys/ID.pub`."""
+    return private_key.with_suffix(".pub")
+
+
+def ensure_signing_key(path: Path, *, rotate: bool = False) -> list[str]:
+    """Make the Ed25519 signing key at `path` (0600) unless it exists, or a new one when
+    `rotate`; keep its public half (PEM) beside it for the operator to enrol. Returns what was
+    done (empty: nothing changed)."""
+    changes = []
+    existed = path.exists()
+    if rotate or not existed:
+        key = generate_key()
+        save_private_key(key, path)
+        changes.append(f"{'rotated' if existed else 'created'} signing key {path}")
+    else:
+        key = load_private_key(path)
+    public = public_key_path(path)
+    pem = public_key_pem(key)
+    if not public.exists() or public.read_bytes() != pem:
+        public.write_bytes(pem)
+        changes.append(f"wrote public key {public}")
+    return changes
 
 
 def tls_identities(registry: FleetRegistry) -> list[str]:

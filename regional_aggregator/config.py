@@ -52,6 +52,10 @@ class RegionConfig(DaemonSettings):
     # Each accepted update is fsynced to the update log before the broker gets its ack; off
     # only where losing the last updates to a power cut is acceptable (the simulator's tmpfs).
     fsync_updates: bool = True
+    # With fsync_updates: one fsync covers every update that arrived while the previous one ran,
+    # and the broker gets those acknowledgements after it (never before their update is on
+    # disk: the same guarantee as an fsync each). Off: one fsync per update, before its ack.
+    group_commit: bool = True
 
     @field_validator("region")
     @classmethod

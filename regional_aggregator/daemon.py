@@ -8,19 +8,19 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from learning.model import AutoencoderShape, weight_shapes
-from learning.robust import RegionAggregate, WeightedUpdate, aggregate_region, flatten
+from learning.robust import Aggregate, RegionAggregate, WeightedUpdate, aggregate_region, fedavg_from_sum, flatten
 from nacelle.files import write_atomically
 from nacelle.mqtt import MqttSession, SessionSpec
 from regional_aggregator.config import RegionConfig
 from regional_aggregator.round_state import RegionalRound
 from regional_aggregator.update_log import UpdateLog
-from regional_aggregator.validation import UpdateLimits, decode_logged, validate_update
+from regional_aggregator.validation import UpdateLimits, decode_logged, reread_logged, validate_update
 from wire.envelope import Kind, open_envelope, seal
 from wire.errors import RejectedMessage, RejectReason
 from wire.messages import NodeUpdate, parse_round, partial_envelope, status_envelope
@@ -60,8 +60,9 @@ class RegionalAggregator:
         self._unassigned_rejections: Counter[str] = Counter()
         self.rejections: Counter[str] = Counter()
         self.partials_published = 0
+        self._last_accepted_at = 0.0  # when the open round counted its latest update
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        self.log = UpdateLog(config.state_dir / "updates", fsync=config.fsync_updates)
+        self.log = UpdateLog(config.state_dir / "updates", fsync=config.fsync_updates, group_commit=config.group_commit)
         self._held = sum(1 for _ in self.log.read(None))  # updates held for a round not yet announced
         self._state_path = config.state_dir / "aggregator.json"
         self.last_closed_round = (
@@ -75,6 +76,7 @@ class RegionalAggregator:
                 subscriptions=(ROUND_TOPIC, self.topics.update_filter),
                 will=aiomqtt.Will(self.topics.status(self.aggregator_id), offline, qos=1, retain=True),
                 manual_ack=True,
+                ack_after=self._sync_log if config.fsync_updates and config.group_commit else None,
             ),
             handler=self._on_message,
             on_connect=self._on_connect,
@@ -87,6 +89,10 @@ class RegionalAggregator:
             FleetRegistry.load(config.registry_path),
             load_private_key(config.private_key_path),
         )
+
+    async def _sync_log(self) -> None:
+        """The update log on disk up to now, off the event loop: updates keep arriving meanwhile."""
+        await asyncio.to_thread(UpdateLog.sync_paths, self.log.pending_sync())
 
     async def _on_connect(self) -> None:
         online = status_envelope(self.aggregator_id, self.config.region, "online", -1, self._clock())
@@ -198,9 +204,11 @@ class RegionalAggregator:
             return
         open_round = self.round
         assert open_round is not None
-        # On disk before the broker is acknowledged (MqttSession acks after this handler).
+        # On disk before the broker is acknowledged: MqttSession acks after this handler, and with
+        # group commit only once the fsync that followed it (`_sync_log`) has returned.
         self.log.append(open_round.round_id, topic_node_id, payload)
         open_round.accept(update, len(payload))
+        self._last_accepted_at = self._clock()
         if open_round.complete():
             await self._close("every expected node reported")
 
@@ -218,19 +226,30 @@ class RegionalAggregator:
             await self._close("deadline")
 
     def _aggregate(self, closing: RegionalRound) -> RegionAggregate | None:
-        if not closing.nodes:
+        if not closing.nodes or closing.weighted_sum is None:
             return None
         codec = closing.announcement.codec
+        policy = self.config.robust.policy()
 
-        def updates() -> Iterator[WeightedUpdate]:
+        def read(only: Collection[str] | None, *, verify: bool = True) -> Iterator[WeightedUpdate]:
             seen: set[str] = set()
             for node_id, payload in self.log.read(closing.round_id):
-                if node_id in closing.nodes and node_id not in seen:
+                if node_id in closing.nodes and node_id not in seen and (only is None or node_id in only):
                     seen.add(node_id)
-                    update = decode_logged(payload, self.registry, self._shapes, self._limits, codec)
+                    if verify:
+                        update = decode_logged(payload, self.registry, self._shapes, self._limits, codec)
+                    else:
+                        update = reread_logged(payload, self._shapes, codec)
                     yield WeightedUpdate(node_id, float(update.num_samples), flatten(update.delta))
 
-        return aggregate_region(updates, closing.norms.values(), self.config.robust.policy())
+        if policy.aggregate is Aggregate.FEDAVG:
+            # What changes the sum is verified again (the log is a file on disk); the pass that
+            # only scores outliers reads back what this process verified and logged itself.
+            def reader(only: Collection[str] | None) -> Iterator[WeightedUpdate]:
+                return read(only, verify=only is not None)
+
+            return fedavg_from_sum(closing.weighted_sum, closing.weights, closing.norms, reader, policy)
+        return aggregate_region(lambda: read(None), closing.norms.values(), policy)
 
     async def _close(self, why: str) -> None:
         closing, self.round = self.round, None
@@ -238,6 +257,7 @@ class RegionalAggregator:
             return
         if self._deadline_task is not None and self._deadline_task is not asyncio.current_task():
             self._deadline_task.cancel()
+        closing_started = time.perf_counter()
         aggregate = self._aggregate(closing)
         partial = closing.to_partial(aggregate)
         payload = seal(partial_envelope(partial, self.aggregator_id, self._clock()), self._key)
@@ -260,7 +280,8 @@ class RegionalAggregator:
                 node_id,
             )
         log.info(
-            "region %s closed round %d (%s, %s): %d/%d nodes, %d refused, weight %.0f, partial %d bytes",
+            "region %s closed round %d (%s, %s): %d/%d nodes, %d refused, weight %.0f, partial %d bytes; "
+            "last update counted %.2fs after the round opened, aggregated and published in %.2fs",
             self.config.region,
             closing.round_id,
             why,
@@ -270,4 +291,6 @@ class RegionalAggregator:
             sum(partial.rejected.values()),
             partial.total_weight,
             len(payload),
+            max(0.0, self._last_accepted_at - closing.announcement.opened_at),
+            time.perf_counter() - closing_started,
         )

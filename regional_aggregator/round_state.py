@@ -1,7 +1,9 @@
 """One region's round in progress: who was counted (with each update's norm), what was refused,
-and, at close, the partial it ships. Pure state transitions; the daemon decides when to call them.
-The deltas themselves live in the update log (see update_log), not here: the aggregate is
-computed from it at close under the region's policy (learning.robust)."""
+the running FedAvg sum Σ wᵢ·Δᵢ (float64, one model's worth of memory whatever the number of
+updates), and, at close, the partial it ships. Pure state transitions; the daemon decides when to
+call them. The deltas themselves live in the update log (see update_log), not here: at close the
+sum is corrected for clipped updates and the outlier scores computed from it (learning.robust),
+or, for the robust policies, the aggregate is computed from the log."""
 
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ class RegionalRound:
     nodes: dict[str, NodeSummary] = field(default_factory=dict)
     norms: dict[str, float] = field(default_factory=dict)  # L2 norm of each counted delta
     rejected: Counter[str] = field(default_factory=Counter)
+    weighted_sum: np.ndarray | None = None  # Σ wᵢ·Δᵢ over the counted updates, flat float64
+    expected_counted: int = 0  # how many of `expected` are counted (a set comparison per update is O(n²) a round)
 
     @classmethod
     def open(
@@ -37,15 +41,28 @@ class RegionalRound:
         return self.announcement.round_id
 
     def accept(self, update: NodeUpdate, wire_bytes: int) -> None:
+        if update.node_id in self.expected and update.node_id not in self.nodes:
+            self.expected_counted += 1
         self.nodes[update.node_id] = NodeSummary(update.node_id, update.num_samples, update.train_loss, wire_bytes)
-        self.norms[update.node_id] = float(np.linalg.norm(flatten(update.delta).astype(np.float64)))
+        delta = flatten(update.delta).astype(np.float64)
+        self.norms[update.node_id] = float(np.linalg.norm(delta))
+        delta *= float(update.num_samples)
+        if self.weighted_sum is None:
+            self.weighted_sum = delta
+        else:
+            self.weighted_sum += delta
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Each counted node's weight in the aggregate: its number of samples."""
+        return {node: float(summary.num_samples) for node, summary in self.nodes.items()}
 
     def reject(self, reason: RejectReason) -> None:
         self.rejected[reason.value] += 1
 
     def complete(self) -> bool:
         """Every expected node has been counted: no reason to wait for the deadline."""
-        return bool(self.expected) and self.expected.issubset(self.nodes)
+        return bool(self.expected) and self.expected_counted == len(self.expected)
 
     def due(self, now: float) -> bool:
         return self.complete() or now >= self.announcement.regional_deadline

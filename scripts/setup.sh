@@ -16,6 +16,7 @@ have mosquitto || missing+=(mosquitto)
 have mosquitto_pub || missing+=(mosquitto-clients)
 have influxd || missing+=(influxdb)
 have victoria-metrics || missing+=(victoria-metrics)
+have systemd-analyze || missing+=(systemd)  # tests/deploy verifies the rendered unit files
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]} with apt-get"
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q

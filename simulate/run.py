@@ -1,7 +1,7 @@
 """`nacelle simulate`: a whole fleet on one machine. Real mosquitto brokers (one per region,
 bridged to a cloud broker), a real InfluxDB, one real aggregator process per region, the real
 cloud core process, and every turbine an `EdgeNode` with its own MQTT client id, key, TLS client
-certificate, buffer and synthetic vibration. The turbines share one process and one training thread: that is the only
+certificate, buffer and synthetic vibration. The turbines share one process and one training process: that is the only
 shortcut, and nothing that crosses the wire changes because of it."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from nacelle.keys import (
 from nacelle.processes import ServiceError, start_process, stop_process
 from nacelle.tls import client_context
 from simulate.batch_scorer import BatchScorer
-from simulate.batch_trainer import BatchTrainer
+from simulate.batch_trainer import BatchTrainer, training_process
 from simulate.evaluation import detection_summary, eval_windows, score_model, train_baselines
 from simulate.incidents import NIGHTS_NEEDED, IncidentContext, Incidents
 from simulate.influxdb_server import RunningInfluxDB, start_influxdb
@@ -111,6 +111,12 @@ class SimulationSettings:
     fault_severity: float = 1.0  # as in the detection evaluation
     # Scheduled incidents for the dashboards to show (simulate.incidents); needs 4 nights.
     incidents: bool = False
+    # Where the turbines' buffers and state go (default WORKDIR/nodes, emptied first). Each real
+    # turbine writes to a disk of its own; ten thousand simulated ones share one, whose flushes
+    # (the buffer's fsync, the renames of atomic writes) then queue behind each other: a
+    # memory-backed directory (/dev/shm/...) takes that simulation artefact out of the round.
+    # Aggregators and the cloud core keep theirs in WORKDIR/state, on the real disk.
+    node_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.turbines < 1 or self.regions < 1 or self.nights < 1:
@@ -204,6 +210,7 @@ class Simulation:
     def __init__(self, settings: SimulationSettings) -> None:
         self.settings = settings
         self.workdir = settings.workdir.resolve()
+        self.node_dir = (settings.node_dir or settings.workdir / "nodes").resolve()
         self.region_list = region_names(settings.regions)
         self.daemons: list[Any] = []
         self.stack = ExitStack()
@@ -220,6 +227,8 @@ class Simulation:
         self.brokers: FleetBrokers | None = None
         self.influx: RunningInfluxDB | None = None  # None when --influx-url names one
         self.cloud_config: Path | None = None
+        self.trainer: BatchTrainer | None = None  # the fleet's, once built (bench/ reads its timings)
+        self.nodes: list[EdgeNode] = []
 
     @property
     def influx_target(self) -> str:
@@ -321,7 +330,10 @@ class Simulation:
     ) -> list[EdgeNode]:
         fleet = self.workdir / "fleet"
         trusted = registry.keys_for(registry.cloud.member_id)
-        trainer = BatchTrainer(AutoencoderShape(), executor)
+        training = training_process()
+        self.stack.callback(training.shutdown, cancel_futures=True)
+        trainer = BatchTrainer(AutoencoderShape(), training)
+        self.trainer = trainer
         scorer = BatchScorer(AutoencoderShape(), executor)
         settings = self.settings
         members = sorted(registry.nodes.values(), key=lambda m: m.member_id)
@@ -345,7 +357,7 @@ class Simulation:
                     "broker": broker.endpoint(member.member_id),
                     "registry_path": registry_path(fleet),
                     "private_key_path": key_path(fleet, member.member_id),
-                    "data_dir": self.workdir / "nodes" / member.member_id,
+                    "data_dir": self.node_dir / member.member_id,
                     "device": "cpu",
                     "alerts": {"min_interval_s": SIM_ALERT_INTERVAL_S},
                 },
@@ -385,6 +397,8 @@ class Simulation:
         runs before anything stops, the turbines still connected (--keep-running)."""
         settings = self.settings
         _prepare_workdir(self.workdir)
+        if settings.node_dir is not None:
+            _prepare_workdir(self.node_dir)
         _raise_open_file_limit(settings.turbines)
         if settings.influx_url is not None:  # before anything starts: a wrong URL or name fails now
             _check_influx(self._influx_config(settings.influx_url))
@@ -432,6 +446,7 @@ class Simulation:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet-training")
         self.stack.callback(executor.shutdown, cancel_futures=True)
         nodes = self._build_fleet(registry, brokers, executor)
+        self.nodes = nodes
         node_tasks = [asyncio.create_task(node.session.run()) for node in nodes]
         try:
             await asyncio.wait_for(asyncio.gather(*(n.session.connected.wait() for n in nodes)), timeout=120)

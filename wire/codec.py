@@ -2,6 +2,11 @@
 
 - `int8-zstd`: per-tensor symmetric int8 quantization (scale = max|x| / 127), then zstd. The
   default for node updates: about a quarter of the fp32 bytes before zstd.
+- `fp16-zstd`: IEEE half precision, then zstd: half the fp32 bytes, relative error 2⁻¹¹.
+- `topk-int8-zstd`: only the largest-magnitude fraction of the update's values (over all its
+  tensors), each tensor's chosen positions as a bitmap and their values as int8 with the
+  tensor's scale (max |chosen| / 127), then zstd. Lossy by design: a node sending it keeps what
+  it did not send and adds it to its next update (error feedback, `edge_node.feedback`).
 - `fp32-zstd`: lossless float32, then zstd. For partial aggregates and global models, which must
   stay exact so the cloud reproduces flat FedAvg.
 
@@ -12,6 +17,8 @@ This module does no I/O and knows nothing about MQTT.
 
 from __future__ import annotations
 
+import math
+import threading
 from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
@@ -20,50 +27,118 @@ import zstandard
 
 from wire.errors import EncodeError, RejectedMessage, RejectReason
 
-Codec = Literal["int8-zstd", "fp32-zstd"]
+Codec = Literal["int8-zstd", "fp32-zstd", "fp16-zstd", "topk-int8-zstd"]
 CODECS: tuple[str, ...] = get_args(Codec)
 Arrays = dict[str, np.ndarray]
 Shapes = Mapping[str, tuple[int, ...]]
 
 _ZSTD_LEVEL = 3  # level 3 is within a few percent of level 19 on quantized weights, 10x faster
-_BYTES_PER_VALUE = {"int8-zstd": 1, "fp32-zstd": 4}
+_BYTES_PER_VALUE = {"int8-zstd": 1, "fp32-zstd": 4, "fp16-zstd": 2}
+# topk-int8-zstd keeps this share of an update's values unless told otherwise: with its bitmap
+# about 1/16 of the fp32 bytes for the default model (bench/codecs.py measures it).
+DEFAULT_TOPK_FRACTION = 1 / 32
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+# zstd contexts cost more to make than to use on bodies this small: one of each per thread
+# (they are not thread-safe).
+_contexts = threading.local()
 
 
-def encode_arrays(arrays: Mapping[str, np.ndarray], codec: Codec) -> dict[str, Any]:
-    """Encode named tensors; the body lists names, shapes and (int8) scales, then the bytes."""
+def _compressor() -> zstandard.ZstdCompressor:
+    if not hasattr(_contexts, "compressor"):
+        _contexts.compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
+    compressor: zstandard.ZstdCompressor = _contexts.compressor
+    return compressor
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    if not hasattr(_contexts, "decompressor"):
+        _contexts.decompressor = zstandard.ZstdDecompressor()
+    decompressor: zstandard.ZstdDecompressor = _contexts.decompressor
+    return decompressor
+
+
+def _int8(values: np.ndarray) -> tuple[np.ndarray, float]:
+    """Symmetric int8 quantization: (values, scale). The scale is applied in float32 on decode;
+    one that underflows there means values too small to matter, sent as zeros."""
+    scale = float(np.abs(values).max(initial=0.0)) / 127.0
+    if np.float32(scale) == 0:
+        return np.zeros(values.shape, np.int8), 0.0
+    return np.clip(np.rint(values / np.float32(scale)), -127, 127).astype(np.int8), scale
+
+
+def topk_count(total: int, fraction: float) -> int:
+    """How many of `total` values a top-k update keeps: at least one."""
+    if not 0 < fraction <= 1:
+        raise EncodeError(f"top-k fraction must be in (0, 1], got {fraction}")
+    return max(1, min(total, math.ceil(fraction * total)))
+
+
+def encode_arrays(
+    arrays: Mapping[str, np.ndarray], codec: Codec, *, topk_fraction: float = DEFAULT_TOPK_FRACTION
+) -> dict[str, Any]:
+    """Encode named tensors; the body lists names, shapes and scales (top-k: and the count of
+    values kept), then the bytes. `topk_fraction` applies to `topk-int8-zstd` only."""
     if codec not in CODECS:
         raise EncodeError(f"unknown codec {codec!r}; known: {', '.join(CODECS)}")
-    meta: list[list[Any]] = []
-    chunks: list[bytes] = []
-    for name, array in arrays.items():
-        values = np.asarray(array, dtype=np.float32)
+    tensors = {name: np.asarray(array, dtype=np.float32) for name, array in arrays.items()}
+    for name, values in tensors.items():
         if not np.isfinite(values).all():
             raise EncodeError(f"tensor {name!r} holds non-finite values")
+    if codec == "topk-int8-zstd":
+        return _encode_topk(tensors, topk_fraction)
+    meta: list[list[Any]] = []
+    chunks: list[bytes] = []
+    for name, values in tensors.items():
         if codec == "int8-zstd":
-            # The scale is applied in float32 on decode; one that underflows there means a
-            # tensor too small to matter, sent as zeros rather than divided by zero.
-            scale = float(np.abs(values).max(initial=0.0)) / 127.0
-            if np.float32(scale) == 0:
-                scale = 0.0
-                quantized = np.zeros(values.shape, np.int8)
-            else:
-                quantized = np.clip(np.rint(values / np.float32(scale)), -127, 127).astype(np.int8)
+            quantized, scale = _int8(values)
             chunks.append(quantized.tobytes())
             meta.append([name, list(values.shape), scale])
+        elif codec == "fp16-zstd":
+            if np.abs(values).max(initial=0.0) > _FLOAT16_MAX:
+                raise EncodeError(f"tensor {name!r} holds values beyond float16's range")
+            chunks.append(values.astype("<f2").tobytes())
+            meta.append([name, list(values.shape), 1.0])
         else:
             chunks.append(values.astype("<f4").tobytes())
             meta.append([name, list(values.shape), 1.0])
-    data = zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(b"".join(chunks))
+    data = _compressor().compress(b"".join(chunks))
     return {"codec": codec, "tensors": meta, "data": data}
+
+
+def _encode_topk(tensors: Mapping[str, np.ndarray], fraction: float) -> dict[str, Any]:
+    """The `k` largest |values| over every tensor: per tensor a bitmap of the positions kept
+    (little-endian bit order, padded with zero bits to a byte), then every tensor's kept values
+    as int8, in position order."""
+    flat = np.concatenate([values.ravel() for values in tensors.values()]) if tensors else np.zeros(0, np.float32)
+    keep = np.zeros(flat.size, bool)
+    if flat.size:
+        count = topk_count(flat.size, fraction)
+        keep[np.argpartition(np.abs(flat), flat.size - count)[flat.size - count :]] = True
+    meta: list[list[Any]] = []
+    bitmaps: list[bytes] = []
+    values_out: list[bytes] = []
+    offset = 0
+    for name, values in tensors.items():
+        mask = keep[offset : offset + values.size]
+        offset += values.size
+        quantized, scale = _int8(values.ravel()[mask])
+        bitmaps.append(np.packbits(mask, bitorder="little").tobytes())
+        values_out.append(quantized.tobytes())
+        meta.append([name, list(values.shape), scale, int(mask.sum())])
+    data = _compressor().compress(b"".join(bitmaps + values_out))
+    return {"codec": "topk-int8-zstd", "tensors": meta, "data": data}
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def _check_entry(entry: object, name: str, shape: tuple[int, ...]) -> float:
-    """The tensor's scale, once its metadata entry `[name, shape, scale]` is sound."""
-    if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[1], list)):
-        raise RejectedMessage(RejectReason.MALFORMED, f"tensor {name!r}: entry must be [name, shape, scale]")
+def _check_entry(entry: object, name: str, shape: tuple[int, ...], topk: bool) -> tuple[float, int]:
+    """The tensor's scale and (top-k) count of values kept, once its metadata entry
+    `[name, shape, scale]` (top-k: `[name, shape, scale, count]`) is sound."""
+    length = 4 if topk else 3
+    if not (isinstance(entry, list) and len(entry) == length and isinstance(entry[1], list)):
+        layout = "[name, shape, scale, count]" if topk else "[name, shape, scale]"
+        raise RejectedMessage(RejectReason.MALFORMED, f"tensor {name!r}: entry must be {layout}")
     if entry[1] != list(shape):
         raise RejectedMessage(RejectReason.SHAPE_MISMATCH, f"tensor {name!r} has shape {entry[1]}, expected {shape}")
     scale = entry[2]
@@ -72,12 +147,17 @@ def _check_entry(entry: object, name: str, shape: tuple[int, ...]) -> float:
     # Finite in float64 is not enough: the scale is applied in float32.
     if not (0 <= scale <= _FLOAT32_MAX):
         raise RejectedMessage(RejectReason.NON_FINITE, f"tensor {name!r} has scale {scale!r}")
-    return float(scale)
+    size = math.prod(shape)
+    count = entry[3] if topk else size
+    if type(count) is not int or not 0 <= count <= size:
+        raise RejectedMessage(RejectReason.MALFORMED, f"tensor {name!r} keeps {count!r} of {size} values")
+    return float(scale), count
 
 
 def decode_arrays(body: object, expected: Shapes, codec: Codec | None = None) -> Arrays:
     """Decode a body made by `encode_arrays`, refusing anything that does not match `expected`
-    (and `codec`, when the receiver knows which one the sender had to use)."""
+    (and `codec`, when the receiver knows which one the sender had to use). A top-k body comes
+    back dense, zeros where nothing was sent."""
     if not isinstance(body, Mapping):
         raise RejectedMessage(RejectReason.MALFORMED, "tensor body is not a map")
     body_codec, meta, data = body.get("codec"), body.get("tensors"), body.get("data")
@@ -93,9 +173,33 @@ def decode_arrays(body: object, expected: Shapes, codec: Codec | None = None) ->
             RejectReason.SHAPE_MISMATCH,
             f"tensors {names} do not match the model's {list(expected)}",
         )
-    scales = [_check_entry(entry, name, shape) for entry, (name, shape) in zip(meta, expected.items(), strict=True)]
-    width = _BYTES_PER_VALUE[body_codec]
-    total = sum(int(np.prod(shape)) for shape in expected.values()) * width
+    topk = body_codec == "topk-int8-zstd"
+    entries = [
+        _check_entry(entry, name, shape, topk) for entry, (name, shape) in zip(meta, expected.items(), strict=True)
+    ]
+    sizes = [math.prod(shape) for shape in expected.values()]
+    if topk:
+        total = sum((size + 7) // 8 for size in sizes) + sum(count for _, count in entries)
+    else:
+        total = sum(sizes) * _BYTES_PER_VALUE[str(body_codec)]
+    raw = _decompress(data, total)
+    if topk:
+        values = _topk_values(raw, entries, sizes)
+    else:
+        values = _dense_values(raw, str(body_codec), [scale for scale, _ in entries], sizes)
+    if not np.isfinite(values).all():
+        first = int(np.flatnonzero(~np.isfinite(values))[0])
+        name = list(expected)[int(np.searchsorted(np.cumsum(sizes), first, side="right"))]
+        raise RejectedMessage(RejectReason.NON_FINITE, f"tensor {name!r} holds NaN or Inf")
+    arrays: Arrays = {}
+    offset = 0
+    for size, (name, shape) in zip(sizes, expected.items(), strict=True):
+        arrays[name] = values[offset : offset + size].reshape(shape)
+        offset += size
+    return arrays
+
+
+def _decompress(data: bytes, total: int) -> bytes:
     # zstd allocates what the frame header declares before any output cap applies: check it first.
     try:
         declared = zstandard.frame_content_size(data)
@@ -104,25 +208,46 @@ def decode_arrays(body: object, expected: Shapes, codec: Codec | None = None) ->
     if declared not in (-1, total):
         raise RejectedMessage(RejectReason.SHAPE_MISMATCH, f"zstd frame declares {declared} bytes, expected {total}")
     try:
-        raw = zstandard.ZstdDecompressor().decompress(data, max_output_size=total)
+        raw: bytes = _decompressor().decompress(data, max_output_size=total)
     except zstandard.ZstdError as exc:
         raise RejectedMessage(RejectReason.MALFORMED, f"zstd: {exc}") from exc
     if len(raw) != total:
         raise RejectedMessage(RejectReason.SHAPE_MISMATCH, f"{len(raw)} bytes, expected {total}")
-    arrays: Arrays = {}
-    offset = 0
-    for scale, (name, shape) in zip(scales, expected.items(), strict=True):
-        count = int(np.prod(shape))
-        chunk = raw[offset : offset + count * width]
-        offset += count * width
-        if body_codec == "int8-zstd":
-            # A scale near the float32 maximum overflows to Inf here: refused as non-finite just
-            # below, so numpy's overflow warning (an error where warnings are) must not escape.
-            with np.errstate(over="ignore"):
-                values = np.frombuffer(chunk, np.int8).astype(np.float32) * np.float32(scale)
-        else:
-            values = np.frombuffer(chunk, "<f4").astype(np.float32)
-        if not np.isfinite(values).all():
-            raise RejectedMessage(RejectReason.NON_FINITE, f"tensor {name!r} holds NaN or Inf")
-        arrays[name] = values.reshape(shape)
-    return arrays
+    return raw
+
+
+def _dense_values(raw: bytes, codec: str, scales: list[float], sizes: list[int]) -> np.ndarray:
+    """Every tensor's values, concatenated: one array operation for all of them (per-tensor
+    calls cost more than the arithmetic for models this small)."""
+    if codec == "int8-zstd":
+        return _scaled(np.frombuffer(raw, np.int8), np.repeat(np.asarray(scales, np.float32), sizes))
+    if codec == "fp16-zstd":
+        return np.frombuffer(raw, "<f2").astype(np.float32)
+    return np.frombuffer(raw, "<f4").astype(np.float32)
+
+
+def _scaled(quantized: np.ndarray, scale: float | np.ndarray) -> np.ndarray:
+    # A scale near the float32 maximum overflows to Inf here: refused as non-finite by the
+    # caller, so numpy's overflow warning (an error where warnings are) must not escape.
+    with np.errstate(over="ignore"):
+        values: np.ndarray = quantized.astype(np.float32) * np.float32(scale)
+    return values
+
+
+def _topk_values(raw: bytes, entries: list[tuple[float, int]], sizes: list[int]) -> np.ndarray:
+    """Every tensor's values, concatenated, zeros where the bitmaps mark nothing."""
+    values = np.zeros(sum(sizes), np.float32)
+    bitmap_offset, value_offset, offset = 0, sum((size + 7) // 8 for size in sizes), 0
+    for (scale, count), size in zip(entries, sizes, strict=True):
+        packed = np.frombuffer(raw, np.uint8, (size + 7) // 8, bitmap_offset)
+        bitmap_offset += packed.size
+        bits = np.unpackbits(packed, bitorder="little")
+        mask = bits[:size].astype(bool)
+        if bits[size:].any() or int(mask.sum()) != count:
+            raise RejectedMessage(
+                RejectReason.MALFORMED, f"top-k bitmap does not mark exactly {count} of {size} values"
+            )
+        values[offset : offset + size][mask] = _scaled(np.frombuffer(raw, np.int8, count, value_offset), scale)
+        value_offset += count
+        offset += size
+    return values

@@ -87,28 +87,34 @@ def _refuse_ext(code: int, data: bytes) -> Any:
 
 # Deeper than any real message (bodies nest three levels); bounds the work a hostile one causes.
 MAX_NESTING = 16
-_SCALARS = (str, bytes, int, float, bool, type(None))
+
+
+_PLAIN = frozenset({str, bytes, int, float, bool, type(None)})
 
 
 def _check_plain(value: Any) -> None:
     """Refuse anything but maps with str keys, lists and msgpack scalars, nested at most
     MAX_NESTING deep. Iterative, so depth cannot exhaust the stack. msgpack decodes its
-    timestamp ext type by itself; this is where it gets refused."""
+    timestamp ext type by itself; this is where it gets refused. Exact types (what msgpack
+    returns), and scalars never pushed: every update passes through here."""
     stack = [(value, 0)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, _SCALARS):
+        kind = type(item)
+        if kind in _PLAIN:
             continue
         if depth >= MAX_NESTING:
             raise RejectedMessage(RejectReason.MALFORMED, f"nested deeper than {MAX_NESTING} levels")
-        if isinstance(item, dict):
-            if not all(isinstance(key, str) for key in item):
-                raise RejectedMessage(RejectReason.MALFORMED, "map keys must be strings")
-            stack.extend((child, depth + 1) for child in item.values())
-        elif isinstance(item, list):
-            stack.extend((child, depth + 1) for child in item)
+        if kind is dict:
+            for key, child in item.items():
+                if type(key) is not str:
+                    raise RejectedMessage(RejectReason.MALFORMED, "map keys must be strings")
+                if type(child) not in _PLAIN:
+                    stack.append((child, depth + 1))
+        elif kind is list:
+            stack.extend((child, depth + 1) for child in item if type(child) not in _PLAIN)
         else:
-            raise RejectedMessage(RejectReason.MALFORMED, f"type {type(item).__name__} is not allowed")
+            raise RejectedMessage(RejectReason.MALFORMED, f"type {kind.__name__} is not allowed")
 
 
 _HEADER_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -121,6 +127,22 @@ _HEADER_TYPES: dict[str, type | tuple[type, ...]] = {
     "body": dict,
     "sig": bytes,
 }
+
+
+_FIXMAP_9 = 0x89  # what `seal` writes: a map of the nine fields, "sig" among them
+
+
+def _signed_part(data: bytes, signature: bytes) -> bytes | None:
+    """The bytes `seal` signed, cut out of what it sent: `data` without its `sig` entry, the map
+    one field shorter. Re-encoding the fields canonically gives the same bytes for a message that
+    `seal` made, at the cost of walking and re-packing every field. Whatever the bytes, a
+    signature that verifies over them was made over them by the key's holder, and the fields
+    returned are decoded from exactly them plus the signature: None when the entry is not there."""
+    entry = b"\xa3sig\xc4\x40" + signature  # fixstr "sig", bin8 of 64 bytes
+    where = data.find(entry)
+    if len(signature) != 64 or not data or data[0] != _FIXMAP_9 or where < 0:
+        return None
+    return bytes([_FIXMAP_9 - 1]) + data[1:where] + data[where + len(entry) :]
 
 
 def open_envelope(data: bytes, *, max_bytes: int, keys: KeyLookup, expected_kind: Kind | None = None) -> Envelope:
@@ -158,12 +180,35 @@ def open_envelope(data: bytes, *, max_bytes: int, keys: KeyLookup, expected_kind
         raise RejectedMessage(RejectReason.UNKNOWN_SENDER, f"sender {sender!r} is not in the registry")
     signature = fields.pop("sig")
     try:
-        public_key.verify(signature, canonical_bytes(fields))
-    except InvalidSignature as exc:
-        raise RejectedMessage(RejectReason.BAD_SIGNATURE, f"signature of {sender!r} does not verify") from exc
+        public_key.verify(signature, _signed_part(data, signature) or canonical_bytes(fields))
+    except InvalidSignature:
+        try:  # not sealed by `seal` (another msgpack writer): what its fields would have been signed as
+            public_key.verify(signature, canonical_bytes(fields))
+        except InvalidSignature as exc:
+            raise RejectedMessage(RejectReason.BAD_SIGNATURE, f"signature of {sender!r} does not verify") from exc
     return Envelope(
         kind=message_kind,
         sender=sender,
+        region=fields["region"],
+        round_id=fields["round"],
+        base_version=fields["base"],
+        created_at=float(fields["ts"]),
+        body=fields["body"],
+    )
+
+
+def reopen_verified(data: bytes) -> Envelope:
+    """Parse bytes this process already verified with `open_envelope` and kept (an aggregator's
+    own update log), without checking the signature again. Never for bytes from elsewhere."""
+    fields = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_refuse_ext, use_list=True)
+    if not isinstance(fields, dict):
+        raise RejectedMessage(RejectReason.MALFORMED, "top level is not a map")
+    for name, kind in _HEADER_TYPES.items():
+        if not isinstance(fields.get(name), kind):
+            raise RejectedMessage(RejectReason.MALFORMED, f"field {name!r} missing or mistyped")
+    return Envelope(
+        kind=Kind(fields["kind"]),
+        sender=fields["sender"],
         region=fields["region"],
         round_id=fields["round"],
         base_version=fields["base"],

@@ -5,7 +5,7 @@ RejectedMessage. Tensor payloads go through `wire.codec`; this module does no I/
 | kind    | envelope round / base          | body fields                                                |
 |---------|--------------------------------|------------------------------------------------------------|
 | round   | round id / model to train from | opened_at, regional_deadline, global_deadline, epochs,     |
-|         |                                | batch_size, learning_rate, codec                           |
+|         |                                | batch_size, learning_rate, codec, [topk_fraction]          |
 | model   | round that made it / parent    | version, weights (fp32-zstd tensors)                       |
 | update  | round / base version           | delta (tensors, codec of the round), num_samples,          |
 |         |                                | train_loss                                                 |
@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from wire.codec import CODECS, Arrays, Codec, Shapes, decode_arrays, encode_arrays
+from wire.codec import CODECS, DEFAULT_TOPK_FRACTION, Arrays, Codec, Shapes, decode_arrays, encode_arrays
 from wire.envelope import Envelope, Kind
 from wire.errors import RejectedMessage, RejectReason
 
@@ -63,10 +63,12 @@ class RoundAnnouncement:
     batch_size: int = 32
     learning_rate: float = 1e-3
     codec: Codec = "int8-zstd"
+    # Share of an update's values a `topk-int8-zstd` update keeps; announced with that codec only.
+    topk_fraction: float = DEFAULT_TOPK_FRACTION
 
 
 def round_envelope(ann: RoundAnnouncement, sender: str) -> Envelope:
-    body = {
+    body: dict[str, Any] = {
         "opened_at": ann.opened_at,
         "regional_deadline": ann.regional_deadline,
         "global_deadline": ann.global_deadline,
@@ -75,6 +77,8 @@ def round_envelope(ann: RoundAnnouncement, sender: str) -> Envelope:
         "learning_rate": ann.learning_rate,
         "codec": ann.codec,
     }
+    if ann.codec == "topk-int8-zstd":
+        body["topk_fraction"] = ann.topk_fraction
     return Envelope(Kind.ROUND, sender, "", ann.round_id, ann.base_version, ann.opened_at, body)
 
 
@@ -83,6 +87,9 @@ def parse_round(env: Envelope) -> RoundAnnouncement:
     codec = _get(body, "codec", str)
     if codec not in CODECS:
         raise RejectedMessage(RejectReason.BAD_VALUE, f"round announces unknown codec {codec!r}")
+    topk_fraction = _positive(body, "topk_fraction") if "topk_fraction" in body else DEFAULT_TOPK_FRACTION
+    if topk_fraction > 1:
+        raise RejectedMessage(RejectReason.BAD_VALUE, f"top-k fraction {topk_fraction} is above 1")
     return RoundAnnouncement(
         round_id=env.round_id,
         base_version=env.base_version,
@@ -93,6 +100,7 @@ def parse_round(env: Envelope) -> RoundAnnouncement:
         batch_size=int(_finite(body, "batch_size", minimum=1)),
         learning_rate=_positive(body, "learning_rate"),
         codec=codec,
+        topk_fraction=topk_fraction,
     )
 
 
@@ -109,8 +117,14 @@ def model_envelope(release: ModelRelease, sender: str, created_at: float) -> Env
     return Envelope(Kind.MODEL, sender, "", release.round_id, release.parent_version, created_at, body)
 
 
+def model_version(env: Envelope) -> int:
+    """The version a model message carries, without decoding its weights (`nacelle edge-health`)."""
+    version: int = _get(env.body, "version", int)
+    return version
+
+
 def parse_model(env: Envelope, shapes: Shapes) -> ModelRelease:
-    version = _get(env.body, "version", int)
+    version = model_version(env)
     weights = decode_arrays(env.body.get("weights"), shapes, "fp32-zstd")
     return ModelRelease(version, env.round_id, env.base_version, weights)
 
@@ -126,9 +140,11 @@ class NodeUpdate:
     train_loss: float
 
 
-def update_envelope(update: NodeUpdate, codec: Codec, created_at: float) -> Envelope:
+def update_envelope(
+    update: NodeUpdate, codec: Codec, created_at: float, *, topk_fraction: float = DEFAULT_TOPK_FRACTION
+) -> Envelope:
     body = {
-        "delta": encode_arrays(update.delta, codec),
+        "delta": encode_arrays(update.delta, codec, topk_fraction=topk_fraction),
         "num_samples": update.num_samples,
         "train_loss": update.train_loss,
     }

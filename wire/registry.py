@@ -12,6 +12,7 @@ know); a change that old readers would misread must raise REGISTRY_SCHEMA instea
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -37,8 +38,30 @@ class NodeStatus(StrEnum):
     SUSPENDED = "suspended"
 
 
+class MemberRole(StrEnum):
+    """What a member signs: global models and rounds, a region's partials, or a node's updates."""
+
+    CLOUD = "cloud"
+    AGGREGATOR = "aggregator"
+    NODE = "node"
+
+
+class Enrolment(StrEnum):
+    """What `FleetRegistry.enrol` did with a member."""
+
+    ADDED = "added"
+    UNCHANGED = "unchanged"
+    REPLACED = "replaced"
+
+
 class RegistryError(ValueError):
     """A registry file that cannot be used; the message names the file and the entry."""
+
+
+class EnrolmentError(RegistryError):
+    """A member enrolled with another key or region than the registry holds for it, without
+    `replace`: a host that made itself a new key (re-imaged, or a key rotation) must be replaced
+    on purpose, or a stolen inventory name could take over a turbine's identity."""
 
 
 class UnknownNodeError(RegistryError):
@@ -120,6 +143,40 @@ class FleetRegistry:
                 nodes[node_id] = replace(nodes[node_id], status=status, reason=reason, changed_at=changed_at)
         return replace(self, nodes=nodes)
 
+    def enrol(
+        self, role: MemberRole, member_id: str, public_key: str, region: str = "", *, replace: bool = False
+    ) -> tuple[FleetRegistry, Enrolment]:
+        """A copy with `member_id` holding `public_key` as the cloud, `region`'s aggregator or a
+        node of `region`. The same key again changes nothing (UNCHANGED, the same registry);
+        another key or region raises EnrolmentError unless `replace` (REPLACED: a rotation; a
+        node keeps its status). The cloud and each region's aggregator keep their ids."""
+        try:
+            parse_public_key(public_key)
+        except KeyFileError as exc:
+            raise RegistryError(f"{role.value} {member_id!r}: {exc}") from exc
+        member = Member(member_id, public_key, region)
+        if role is MemberRole.CLOUD:
+            if region:
+                raise RegistryError(f"the cloud has no region (got {region!r} for {member_id!r})")
+            outcome = _enrolment(self.cloud, member, replace)
+            changed = dataclasses.replace(self, cloud=member)
+        elif role is MemberRole.AGGREGATOR:
+            check_identifier("region", region)
+            outcome = _enrolment(self.aggregators.get(region), member, replace)
+            changed = dataclasses.replace(self, aggregators={**self.aggregators, region: member})
+        else:
+            if region not in self.aggregators:
+                raise RegistryError(f"node {member_id!r}: region {region!r} has no aggregator; enrol it first")
+            current = self.nodes.get(member_id)
+            outcome = _enrolment(current, member, replace)
+            if current is not None:
+                # A rotated key neither reactivates a suspended node nor forgets why it was suspended.
+                member = dataclasses.replace(
+                    member, status=current.status, reason=current.reason, changed_at=current.changed_at
+                )
+            changed = dataclasses.replace(self, nodes={**self.nodes, member_id: member})
+        return (self if outcome is Enrolment.UNCHANGED else changed), outcome
+
     def to_json(self) -> dict[str, Any]:
         def entry(member: Member) -> dict[str, str]:
             fields = {
@@ -191,6 +248,31 @@ class FleetRegistry:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RegistryError(f"fleet registry {path}: bad entry: {exc!r}") from exc
         return registry
+
+
+def _enrolment(current: Member | None, member: Member, replace: bool) -> Enrolment:
+    """Whether enrolling `member` where `current` is adds, keeps or replaces it; EnrolmentError
+    for a change not asked for."""
+    if current is None:
+        return Enrolment.ADDED
+    if current.member_id != member.member_id:
+        raise EnrolmentError(
+            f"{member.member_id!r}: this place in the registry belongs to {current.member_id!r}; "
+            "the ids of the cloud and of aggregators do not change"
+        )
+    differs = [
+        what
+        for what, field_name in (("key", "public_key"), ("region", "region"))
+        if getattr(current, field_name) != getattr(member, field_name)
+    ]
+    if not differs:
+        return Enrolment.UNCHANGED
+    if not replace:
+        raise EnrolmentError(
+            f"{member.member_id!r} is enrolled with another {' and '.join(differs)}; replacing it "
+            "(a key rotation, a re-imaged host) must be asked for"
+        )
+    return Enrolment.REPLACED
 
 
 def _node(node_id: str, entry: dict[str, Any]) -> Member:

@@ -55,6 +55,7 @@ def test_a_node_writes_only_its_own_topics_and_reads_round_and_model(registry: F
         "topic write nacelle/v1/region/north/alert/north-t1",
         f"topic read {ROUND_TOPIC}",
         f"topic read {MODEL_TOPIC}",
+        "topic read nacelle/v1/region/north/status/north-t1",
     ]
     # No wildcard in anything a node may write, and no readwrite anywhere for it.
     for identity in ("north-t1", "north-t2"):

@@ -215,7 +215,21 @@ def test_saving_leaves_no_temporary_files(tmp_path: Path) -> None:
 
     store.save(NodeState(model_version=1), {"w": np.zeros(2, np.float32)})
 
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "state.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.msgpack", "state.json"]
+
+
+def test_a_model_saved_by_an_older_node_as_npz_still_loads_and_is_replaced_on_the_next_save(tmp_path: Path) -> None:
+    weights = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(2, np.float32)}
+    NodeStateStore(tmp_path).save(NodeState(model_version=3))
+    np.savez(tmp_path / "model.npz", **weights)
+
+    state, loaded = NodeStateStore(tmp_path).load()
+    NodeStateStore(tmp_path).save(state, loaded)
+
+    assert state.model_version == 3 and loaded is not None and list(loaded) == ["w", "b"]
+    np.testing.assert_array_equal(loaded["w"], weights["w"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.msgpack", "state.json"]
+    np.testing.assert_array_equal(NodeStateStore(tmp_path).load()[1]["b"], weights["b"])  # type: ignore[index]
 
 
 def test_a_node_with_too_few_new_windows_since_it_last_trained_skips_the_round() -> None:

@@ -13,6 +13,7 @@ from learning.robust import (
     WeightedUpdate,
     aggregate_region,
     clip_norm_for,
+    fedavg_from_sum,
     flatten,
     iterate,
     outlier_scores,
@@ -137,3 +138,45 @@ def test_flatten_and_unflatten_round_trip_in_tensor_order() -> None:
         np.testing.assert_array_equal(back[name], weights[name])
     with pytest.raises(ValueError, match="cannot fill"):
         unflatten(np.zeros(3, np.float32), SHAPES)
+
+
+def _reader(updates: list[WeightedUpdate], reads: list[set[str] | None]):  # type: ignore[no-untyped-def]
+    def read(only):  # type: ignore[no-untyped-def]
+        reads.append(None if only is None else set(only))
+        return [u for u in updates if only is None or u.node_id in only]
+
+    return read
+
+
+def test_fedavg_from_the_running_sum_equals_fedavg_over_every_update_also_with_clipping() -> None:
+    updates = _updates(6)
+    everyone = [*updates, WeightedUpdate("big", 50.0, updates[0].delta * 100)]
+    running = sum(u.weight * u.delta.astype(np.float64) for u in everyone)
+    norms = dict(zip([u.node_id for u in everyone], _norms(everyone), strict=True))
+    policy = RobustPolicy(clip_multiplier=2.0)
+    reads: list[set[str] | None] = []
+
+    streamed = fedavg_from_sum(
+        running, {u.node_id: u.weight for u in everyone}, norms, _reader(everyone, reads), policy
+    )
+
+    reference = aggregate_region(iterate(everyone), _norms(everyone), policy)
+    np.testing.assert_allclose(streamed.weighted_sum, reference.weighted_sum, rtol=1e-6)  # the reference clips in fp32
+    assert streamed.total_weight == reference.total_weight
+    assert streamed.clip_norm == pytest.approx(reference.clip_norm)
+    assert streamed.outlier_scores == pytest.approx(reference.outlier_scores)
+    assert reads == [{"big"}, None]  # only the clipped update is read for the sum
+
+
+def test_fedavg_from_the_running_sum_reads_nothing_for_the_sum_when_nothing_is_clipped() -> None:
+    updates = _updates(5)
+    running = sum(u.weight * u.delta.astype(np.float64) for u in updates)
+    norms = {u.node_id: n for u, n in zip(updates, _norms(updates), strict=True)}
+    reads: list[set[str] | None] = []
+
+    result = fedavg_from_sum(
+        running, {u.node_id: u.weight for u in updates}, norms, _reader(updates, reads), RobustPolicy()
+    )
+
+    np.testing.assert_allclose(result.weighted_sum, running)
+    assert reads == [None]

@@ -15,7 +15,7 @@ from nacelle.config import write_config
 from nacelle.keys import key_path, registry_path
 from wire.registry import FleetRegistry, NodeStatus
 
-SUBCOMMANDS = ["edge", "region", "cloud", "keys", "registry", "simulate"]
+SUBCOMMANDS = ["edge", "region", "cloud", "keys", "pki", "registry", "broker", "edge-health", "simulate"]
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +49,10 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
         ("region", ["--config", "regional aggregator"]),
         ("cloud", ["--config", "--once", "--rounds", "--resume-schedule"]),
         ("keys", ["--out", "--turbines", "--regions", "--region-names"]),
-        ("registry", ["list", "suspend", "activate", "--registry", "--reason"]),
+        ("registry", ["list", "suspend", "activate", "add", "--registry", "--reason"]),
+        ("pki", ["--fleet", "ca", "request", "sign"]),
+        ("broker", ["render"]),
+        ("edge-health", ["--config", "--timeout", "online"]),
         ("simulate", ["--turbines", "--regions", "--nights", "--workdir", "--summary-json", "--keep-running"]),
     ],
 )

@@ -3,7 +3,10 @@ tail (a crash mid-append) loses only that record; held updates survive a crash m
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import pytest
 
 from regional_aggregator.update_log import UpdateLog
 
@@ -80,3 +83,31 @@ def test_a_crash_in_the_middle_of_a_replay_replays_again(tmp_path: Path) -> None
     again = UpdateLog(tmp_path).start_early_replay()
 
     assert again == [("a", b"early"), ("c", b"arrived after the restart")]
+
+
+def test_group_commit_fsyncs_once_for_every_update_appended_since_the_last_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    log = UpdateLog(tmp_path, group_commit=True)
+
+    for index in range(5):
+        log.append(1, f"n{index}", b"payload")
+    assert synced == []  # nothing acknowledged yet: the caller syncs before it acks
+    log.sync()
+    log.sync()  # nothing new: no fsync
+
+    assert len(synced) == 1
+    assert [node for node, _ in log.read(1)] == [f"n{i}" for i in range(5)]
+
+
+def test_group_commit_survives_the_round_log_being_discarded_before_its_sync(tmp_path: Path) -> None:
+    log = UpdateLog(tmp_path, group_commit=True)
+    log.append(1, "n1", b"payload")
+
+    log.discard(1)
+    log.sync()  # a closed round's log is gone: nothing to fsync, no error
+
+    assert log.rounds() == []

@@ -32,7 +32,7 @@ from cloud_core.alerts import alert_point, validate_alert
 from cloud_core.config import AlertsConfig
 from nacelle.keys import aggregator_id, create_fleet, key_path
 from regional_aggregator.validation import UpdateLimits, validate_update
-from wire.codec import CODECS, Codec
+from wire.codec import CODECS, DEFAULT_TOPK_FRACTION, Codec, topk_count
 from wire.envelope import Envelope, Kind, canonical_bytes, open_envelope, seal
 from wire.errors import RejectedMessage
 from wire.messages import (
@@ -345,8 +345,15 @@ def _tensor_data(seed: int, size: int, content: str, declare_size: bool) -> byte
     return _zstd_payload(raw, declare_size)
 
 
-# Around the two sizes a decoder expects: one byte per value (int8) and four (fp32).
-_DATA_SIZES = [0, TOTAL_VALUES - 1, TOTAL_VALUES, TOTAL_VALUES + 1, 4 * TOTAL_VALUES - 1, 4 * TOTAL_VALUES]
+# Around the sizes a decoder expects: one byte per value (int8), two (fp16), four (fp32), and a
+# top-k body's bitmaps plus its kept values.
+_TOPK_VALUES = sum((math.prod(shape) + 7) // 8 for shape in SHAPES.values()) + topk_count(
+    TOTAL_VALUES, DEFAULT_TOPK_FRACTION
+)
+_DATA_SIZES = [
+    *[0, TOTAL_VALUES - 1, TOTAL_VALUES, TOTAL_VALUES + 1, 2 * TOTAL_VALUES, 4 * TOTAL_VALUES - 1, 4 * TOTAL_VALUES],
+    *[_TOPK_VALUES - 1, _TOPK_VALUES, _TOPK_VALUES + 1],
+]
 _TENSOR_DATA = st.builds(
     _tensor_data,
     st.integers(0, 2**32 - 1),
@@ -412,7 +419,7 @@ def mutate_fields(fields: dict[str, Any], mutations: list[tuple[str, list[int], 
             elif isinstance(body.get("tensors"), list) and body["tensors"]:
                 entry = body["tensors"][sum(path) % len(body["tensors"])]
                 if isinstance(entry, list) and len(entry) >= 3:
-                    entry[2] = arg
+                    entry[2 if len(entry) == 3 or sum(path) % 2 else 3] = arg  # a top-k entry's count too
             continue
         container, key = _walk(fields, path)
         if container is None:
@@ -442,7 +449,7 @@ def mutated_and_signed(seed: bytes, key: Ed25519PrivateKey, mutations: list[tupl
 
 # -- the tests ---------------------------------------------------------------------------------
 
-_CODEC = st.sampled_from(["int8-zstd", "fp32-zstd"])
+_CODEC = st.sampled_from(list(CODECS))
 
 
 @settings(FUZZ, max_examples=3000)

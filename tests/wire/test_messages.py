@@ -127,6 +127,24 @@ def test_round_announcement_round_trips() -> None:
     assert parsed == announcement
 
 
+def test_top_k_round_announces_its_fraction_and_others_do_not() -> None:
+    topk = dataclasses.replace(_announcement(), codec="topk-int8-zstd", topk_fraction=0.125)
+
+    parsed = parse_round(_through_the_wire(round_envelope(topk, "cloud"), Kind.ROUND))
+
+    assert parsed == topk
+    assert "topk_fraction" not in round_envelope(_announcement(), "cloud").body
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.5, 1.5, float("nan")])
+def test_round_with_an_impossible_top_k_fraction_is_refused(fraction: float) -> None:
+    envelope = round_envelope(dataclasses.replace(_announcement(), codec="topk-int8-zstd"), "cloud")
+    envelope.body["topk_fraction"] = fraction
+
+    with pytest.raises(RejectedMessage):
+        parse_round(_through_the_wire(envelope, Kind.ROUND))
+
+
 def test_round_envelope_is_sent_by_the_cloud_for_no_region() -> None:
     envelope = round_envelope(_announcement(), "cloud")
 

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from nacelle.keys import (
     CLOUD_ID,
@@ -22,13 +24,24 @@ from nacelle.keys import (
     registry_path,
     split_turbines,
 )
-from wire.registry import FleetRegistry, NodeStatus, RegistryError, UnknownNodeError
+from wire.registry import (
+    Enrolment,
+    EnrolmentError,
+    FleetRegistry,
+    Member,
+    MemberRole,
+    NodeStatus,
+    RegistryError,
+    UnknownNodeError,
+)
 from wire.signing import (
     KeyFileError,
     generate_key,
     load_private_key,
+    load_public_key_file,
     parse_public_key,
     public_key_hex,
+    public_key_pem,
     save_private_key,
 )
 from wire.topics import (
@@ -530,3 +543,121 @@ def test_region_of_a_partial_topic_is_its_third_level() -> None:
 )
 def test_topic_that_is_not_a_partial_topic_has_no_region(topic: str) -> None:
     assert region_of_partial_topic(topic) is None
+
+
+# -- enrolment: public keys that hosts made for themselves ----------------------------------
+
+
+def _hex() -> str:
+    return public_key_hex(generate_key())
+
+
+def test_enrolling_a_new_node_adds_it_active_in_its_region(fleet: tuple[Path, FleetRegistry]) -> None:
+    _, registry = fleet
+    key = _hex()
+
+    updated, outcome = registry.enrol(MemberRole.NODE, "north-t00099", key, "north")
+
+    assert outcome is Enrolment.ADDED
+    assert updated.nodes["north-t00099"] == Member("north-t00099", key, "north", NodeStatus.ACTIVE)
+    assert "north-t00099" not in registry.nodes  # the registry itself is not changed
+
+
+def test_enrolling_the_same_key_again_changes_nothing(fleet: tuple[Path, FleetRegistry]) -> None:
+    _, registry = fleet
+    node = registry.nodes[node_id("north", 1)]
+
+    updated, outcome = registry.enrol(MemberRole.NODE, node.member_id, node.public_key, "north")
+
+    assert outcome is Enrolment.UNCHANGED and updated is registry
+
+
+@pytest.mark.parametrize(
+    ("role", "member_id", "region"),
+    [
+        (MemberRole.NODE, "north-t00001", "north"),
+        (MemberRole.AGGREGATOR, "aggregator-north", "north"),
+        (MemberRole.CLOUD, CLOUD_ID, ""),
+    ],
+)
+def test_another_key_for_an_enrolled_member_needs_replace(
+    fleet: tuple[Path, FleetRegistry], role: MemberRole, member_id: str, region: str
+) -> None:
+    _, registry = fleet
+    key = _hex()
+
+    with pytest.raises(EnrolmentError, match="another key"):
+        registry.enrol(role, member_id, key, region)
+    updated, outcome = registry.enrol(role, member_id, key, region, replace=True)
+
+    assert outcome is Enrolment.REPLACED and updated.public_key(member_id) == parse_public_key(key)
+
+
+def test_a_replaced_key_keeps_a_suspended_node_suspended(fleet: tuple[Path, FleetRegistry]) -> None:
+    _, registry = fleet
+    suspended = registry.with_status([node_id("north", 1)], NodeStatus.SUSPENDED, reason="gearbox", changed_at="t")
+
+    updated, _ = suspended.enrol(MemberRole.NODE, node_id("north", 1), _hex(), "north", replace=True)
+
+    assert updated.nodes[node_id("north", 1)].status is NodeStatus.SUSPENDED
+    assert updated.nodes[node_id("north", 1)].reason == "gearbox"
+
+
+def test_moving_a_node_to_another_region_needs_replace(fleet: tuple[Path, FleetRegistry]) -> None:
+    _, registry = fleet
+    node = registry.nodes[node_id("north", 1)]
+
+    with pytest.raises(EnrolmentError, match="another region"):
+        registry.enrol(MemberRole.NODE, node.member_id, node.public_key, "south")
+
+
+@pytest.mark.parametrize(
+    ("role", "member_id", "region", "message"),
+    [
+        (MemberRole.NODE, "west-t00001", "west", "region 'west' has no aggregator"),
+        (MemberRole.AGGREGATOR, "aggregator-x", "north", "belongs to 'aggregator-north'"),
+        (MemberRole.CLOUD, "cloud-2", "", "belongs to 'cloud'"),
+        (MemberRole.CLOUD, CLOUD_ID, "north", "the cloud has no region"),
+        (MemberRole.NODE, "aggregator-north", "north", "used twice"),
+    ],
+)
+def test_enrolments_that_would_break_the_registry_are_refused(
+    fleet: tuple[Path, FleetRegistry], role: MemberRole, member_id: str, region: str, message: str
+) -> None:
+    _, registry = fleet
+
+    with pytest.raises(RegistryError, match=message):
+        registry.enrol(role, member_id, _hex(), region, replace=True)
+
+
+def test_a_public_key_that_is_not_one_is_refused_at_enrolment(fleet: tuple[Path, FleetRegistry]) -> None:
+    _, registry = fleet
+
+    with pytest.raises(RegistryError, match="node 'north-t00099'"):
+        registry.enrol(MemberRole.NODE, "north-t00099", "00" * 31, "north")
+
+
+def test_public_keys_load_from_pem_and_from_hex_files(tmp_path: Path) -> None:
+    key = generate_key()
+    pem, text = tmp_path / "key.pub", tmp_path / "key.hex"
+    pem.write_bytes(public_key_pem(key))
+    text.write_text(public_key_hex(key) + "\n")
+
+    assert public_key_hex(load_public_key_file(pem)) == public_key_hex(key)
+    assert public_key_hex(load_public_key_file(text)) == public_key_hex(key)
+
+
+def test_a_public_key_file_that_is_not_ed25519_is_refused(tmp_path: Path) -> None:
+    other = tmp_path / "ec.pub"
+    other.write_bytes(
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    garbage = tmp_path / "garbage.pub"
+    garbage.write_text("hello")
+
+    with pytest.raises(KeyFileError, match="not an Ed25519 public key"):
+        load_public_key_file(other)
+    with pytest.raises(KeyFileError, match="neither a PEM nor a hex"):
+        load_public_key_file(garbage)
