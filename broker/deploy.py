@@ -10,7 +10,6 @@ must restart (mosquitto.conf changed) from one that only re-reads its ACL (SIGHU
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from broker.config import (
     render_cloud_config,
     render_regional_config,
 )
+from nacelle.files import write_atomically
 from nacelle.keys import CLOUD_BROKER, OBSERVER_ID, regional_broker
 from wire.registry import FleetRegistry
 
@@ -110,11 +110,6 @@ def write_changed(files: Mapping[Path, str], mode: int = 0o644) -> list[Path]:
         if path.exists() and path.read_text() == text:
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.unlink(missing_ok=True)
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
+        write_atomically(path, text.encode(), mode)
         written.append(path)
     return written

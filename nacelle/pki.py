@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from nacelle.files import write_atomically
 from wire.topics import check_identifier
 
 # Long enough that no CA rotation is needed during a turbine's service contract.
@@ -480,12 +480,5 @@ def _write_cert(path: Path, cert: x509.Certificate) -> None:
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Write through a temporary file created with `mode` (a key is never readable by others,
-    not even for a moment), then rename: a crash leaves the old file or the new, never half."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.unlink(missing_ok=True)
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(temporary, path)
+    write_atomically(path, data, mode)
