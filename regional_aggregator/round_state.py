@@ -7,6 +7,7 @@ or, for the robust policies, the aggregate is computed from the log."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -45,7 +46,7 @@ class RegionalRound:
             self.expected_counted += 1
         self.nodes[update.node_id] = NodeSummary(update.node_id, update.num_samples, update.train_loss, wire_bytes)
         delta = flatten(update.delta).astype(np.float64)
-        self.norms[update.node_id] = float(np.linalg.norm(delta))
+        self.norms[update.node_id] = math.sqrt(float(np.dot(delta, delta)))
         delta *= float(update.num_samples)
         if self.weighted_sum is None:
             self.weighted_sum = delta

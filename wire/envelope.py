@@ -17,10 +17,10 @@ from enum import StrEnum
 from typing import Any
 
 import msgpack
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from wire.errors import RejectedMessage, RejectReason
+from wire.signing import signature_is_valid
 
 SCHEMA_VERSION = 1
 
@@ -96,12 +96,14 @@ def _check_plain(value: Any) -> None:
     """Refuse anything but maps with str keys, lists and msgpack scalars, nested at most
     MAX_NESTING deep. Iterative, so depth cannot exhaust the stack. msgpack decodes its
     timestamp ext type by itself; this is where it gets refused. Exact types (what msgpack
-    returns), and scalars never pushed: every update passes through here."""
+    returns), scalars never pushed, plain loops: every update passes through here."""
+    plain = _PLAIN
     stack = [(value, 0)]
+    push, pop = stack.append, stack.pop
     while stack:
-        item, depth = stack.pop()
+        item, depth = pop()
         kind = type(item)
-        if kind in _PLAIN:
+        if kind in plain:
             continue
         if depth >= MAX_NESTING:
             raise RejectedMessage(RejectReason.MALFORMED, f"nested deeper than {MAX_NESTING} levels")
@@ -109,10 +111,12 @@ def _check_plain(value: Any) -> None:
             for key, child in item.items():
                 if type(key) is not str:
                     raise RejectedMessage(RejectReason.MALFORMED, "map keys must be strings")
-                if type(child) not in _PLAIN:
-                    stack.append((child, depth + 1))
+                if type(child) not in plain:
+                    push((child, depth + 1))
         elif kind is list:
-            stack.extend((child, depth + 1) for child in item if type(child) not in _PLAIN)
+            for child in item:
+                if type(child) not in plain:
+                    push((child, depth + 1))
         else:
             raise RejectedMessage(RejectReason.MALFORMED, f"type {kind.__name__} is not allowed")
 
@@ -179,13 +183,12 @@ def open_envelope(data: bytes, *, max_bytes: int, keys: KeyLookup, expected_kind
     if public_key is None:
         raise RejectedMessage(RejectReason.UNKNOWN_SENDER, f"sender {sender!r} is not in the registry")
     signature = fields.pop("sig")
-    try:
-        public_key.verify(signature, _signed_part(data, signature) or canonical_bytes(fields))
-    except InvalidSignature:
-        try:  # not sealed by `seal` (another msgpack writer): what its fields would have been signed as
-            public_key.verify(signature, canonical_bytes(fields))
-        except InvalidSignature as exc:
-            raise RejectedMessage(RejectReason.BAD_SIGNATURE, f"signature of {sender!r} does not verify") from exc
+    if not (
+        signature_is_valid(public_key, signature, _signed_part(data, signature) or canonical_bytes(fields))
+        # not sealed by `seal` (another msgpack writer): what its fields would have been signed as
+        or signature_is_valid(public_key, signature, canonical_bytes(fields))
+    ):
+        raise RejectedMessage(RejectReason.BAD_SIGNATURE, f"signature of {sender!r} does not verify")
     return Envelope(
         kind=message_kind,
         sender=sender,

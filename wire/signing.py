@@ -2,7 +2,8 @@
 
 Private keys are PKCS#8 PEM files readable by the owner only; public keys travel as 64 hex
 characters (the fleet registry holds them), or as a PEM file (`{key}.pub`) from the host that made
-the key to the operator who enrols it. The `cryptography` package does all the crypto.
+the key to the operator who enrols it. The `cryptography` package does the keys and signing;
+verification, which every received message costs, goes to libsodium (PyNaCl), twice as fast.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from nacl.bindings import crypto_sign_open
+from nacl.exceptions import BadSignatureError
+
+SIGNATURE_BYTES = 64
 
 
 class KeyFileError(ValueError):
@@ -52,6 +57,18 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 def public_key_hex(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
     public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
     return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+
+
+def signature_is_valid(key: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
+    """Whether `signature` is `key`'s Ed25519 signature of `message` (RFC 8032, as libsodium
+    checks it: non-canonical encodings and small-order keys are refused)."""
+    if len(signature) != SIGNATURE_BYTES:
+        return False
+    try:
+        crypto_sign_open(signature + message, key.public_bytes_raw())
+    except BadSignatureError:
+        return False
+    return True
 
 
 def parse_public_key(text: str) -> Ed25519PublicKey:

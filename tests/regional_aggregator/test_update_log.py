@@ -61,6 +61,25 @@ def test_discard_forgets_a_round(tmp_path: Path) -> None:
     assert list(log.read(1)) == [] and log.rounds() == []
 
 
+def test_a_round_appended_to_again_after_its_discard_starts_a_new_file(tmp_path: Path) -> None:
+    log = UpdateLog(tmp_path)  # keeps the file it appends to open: the discard must not write into the old one
+    log.append(1, "a", b"before")
+    log.discard(1)
+    log.append(1, "b", b"after")
+
+    assert list(log.read(1)) == [("b", b"after")]
+    assert list(UpdateLog(tmp_path).read(1)) == [("b", b"after")]
+
+
+def test_each_append_is_in_the_file_before_append_returns(tmp_path: Path) -> None:
+    log = UpdateLog(tmp_path, fsync=False)
+    log.append(2, "a", b"one")
+
+    assert list(UpdateLog(tmp_path).read(2)) == [("a", b"one")]  # read by another reader, the writer still open
+    log.append(2, "b", b"two")
+    assert [node for node, _ in UpdateLog(tmp_path).read(2)] == ["a", "b"]
+
+
 def test_held_updates_are_replayed_and_those_held_again_survive(tmp_path: Path) -> None:
     log = UpdateLog(tmp_path)
     log.append(None, "a", b"early")
