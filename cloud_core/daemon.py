@@ -100,7 +100,7 @@ class CloudCore:
                 manual_ack=True,  # a partial is on disk before the broker forgets it
             ),
             handler=self._on_message,
-            on_connect=self._publish_model,
+            on_connect=self._on_connect,
         )
 
     @classmethod
@@ -150,6 +150,11 @@ class CloudCore:
         release = ModelRelease(self.model.version, self.model.round_id, self.model.parent_version, self.weights)
         payload = seal(model_envelope(release, self.cloud_id, self.model.created_at), self._key)
         await self.session.publish(MODEL_TOPIC, payload, retain=True)
+
+    async def _on_connect(self) -> None:
+        """Both retained messages again, the model first: a broker that restarted without its
+        persistence has neither, and a node needs the model a round is announced from."""
+        await self._publish_model()
         if self.round is not None:
             await self._publish_round(self.round.announcement)
 

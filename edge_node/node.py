@@ -103,7 +103,8 @@ class EdgeNode:
         """`train_executor` runs training, scoring and file ingestion off the event loop
         (default: the loop's thread pool). `trainer` and `scorer` replace local training and
         scoring altogether; the simulator uses them to train and score many nodes in one batch,
-        with the same result per node. `feed` is the simulator's sensor (WindowFeed)."""
+        with the same result per node. `feed` is the simulator's sensor (WindowFeed): a call
+        returns once every night up to the one asked for is in the buffer."""
         self.config = config
         self.shape = shape or AutoencoderShape()
         self._shapes = weight_shapes(self.shape)
@@ -133,6 +134,7 @@ class EdgeNode:
         self.last_published_at = 0.0
         self._round: RoundAnnouncement | None = None
         self._feed = feed
+        self._next_feed: asyncio.Task[None] | None = None
         self.scoring = LiveScoring(
             config.alerts,
             self.buffer,
@@ -282,6 +284,8 @@ class EdgeNode:
         announcement = self._round
         if announcement is None or self.weights is None:
             return
+        if self.state.last_trained_round >= announcement.round_id:
+            return  # a new model or a repeated announcement after this node's update: nothing to do
         await self._ingest_recordings()
         if self._feed is not None:
             await self._feed(announcement.round_id)
@@ -350,4 +354,6 @@ class EdgeNode:
             len(payload),
         )
         if self._feed is not None:
-            await self._feed(announcement.round_id + 1)
+            # Not awaited: the next messages of this node wait for this handler, and the next
+            # round's `_feed` call waits for this recording.
+            self._next_feed = asyncio.create_task(self._feed(announcement.round_id + 1))

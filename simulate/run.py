@@ -56,7 +56,7 @@ from simulate.incidents import NIGHTS_NEEDED, IncidentContext, Incidents
 from simulate.influxdb_server import RunningInfluxDB, start_influxdb
 from simulate.live import keep_running
 from simulate.report import write_report
-from simulate.sensor import TurbineSensor, alert_summary, plan_faults, stored_alert_count
+from simulate.sensor import TurbineSensor, alert_summary, plan_faults, stored_alert_count, synthesis_process
 from simulate.vibration import TurbineProfile, turbine_features, turbine_profile
 from telemetry import MetricsWriteError, spooled_points
 from wire.envelope import Kind, open_envelope
@@ -335,6 +335,8 @@ class Simulation:
         trainer = BatchTrainer(AutoencoderShape(), training)
         self.trainer = trainer
         scorer = BatchScorer(AutoencoderShape(), executor)
+        synthesis = synthesis_process()
+        self.stack.callback(synthesis.shutdown, cancel_futures=True)
         settings = self.settings
         members = sorted(registry.nodes.values(), key=lambda m: m.member_id)
         faults = plan_faults(
@@ -369,6 +371,7 @@ class Simulation:
                 settings.live_windows,
                 faults.get(member.member_id),
                 last_night=settings.nights,
+                synthesis=synthesis,
             )
             node = EdgeNode(
                 config,

@@ -19,9 +19,12 @@ window was recorded (a precision figure).
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
+import multiprocessing
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,13 +81,17 @@ class TurbineSensor:
         plan: FaultPlan | None,
         *,
         last_night: int | None = None,
+        synthesis: Executor | None = None,
     ) -> None:
         self.profile = profile
         self.buffer = buffer
         self.windows = windows
         self.plan = plan
         self.last_night = last_night  # None: no end
-        self.night = 0  # the last night recorded
+        # Where the windows are synthesised (`synthesis_process`; None: a thread of this process).
+        self.synthesis = synthesis
+        self.night = 0  # the last night recorded, or being recorded by `_recording`
+        self._recording: asyncio.Future[None] | None = None
         self.faulty_since: float | None = None  # when its first faulty windows were recorded
 
     async def __call__(self, through_night: int) -> None:
@@ -92,33 +99,54 @@ class TurbineSensor:
         if self.last_night is not None:
             through_night = min(through_night, self.last_night)
         nights = range(self.night + 1, through_night + 1)
-        if not nights:
-            return
-        self.night = through_night  # before the thread runs: a second call meanwhile adds nothing
-        # Synthesis and the fsynced append cost about 2 ms a night: off the event loop that
-        # serves every turbine's MQTT client.
-        await asyncio.to_thread(self._record_all, nights)
+        if nights:
+            self.night = through_night  # a second call meanwhile waits for these, adds nothing
+            self._recording = asyncio.ensure_future(self._record(self._recording, nights))
+        if self._recording is not None:
+            await asyncio.shield(self._recording)  # a caller cancelled leaves the recording be
 
-    def _record_all(self, nights: range) -> None:
+    async def _record(self, earlier: asyncio.Future[None] | None, nights: range) -> None:
+        if earlier is not None:
+            await asyncio.wait([earlier])  # nights reach the buffer in order (its failure is its callers')
+        # Synthesis (about 2 ms a night) and the fsynced append: off the event loop that serves
+        # every turbine's MQTT client, and the synthesis off its process too: numpy holds the
+        # GIL through it, and the next round's model and announcement wait for the loop.
+        loop = asyncio.get_running_loop()
         for night in nights:
-            self.record(night)
+            synthesise = functools.partial(turbine_features, **self._window_spec(night))
+            features = await loop.run_in_executor(self.synthesis, synthesise)
+            await asyncio.to_thread(self._append, night, features)
 
     def record(self, night: int) -> None:
         self.night = max(self.night, night)
-        plan = self.plan
-        faulty = plan is not None and night >= plan.onset_night
-        features = turbine_features(
-            self.profile,
-            self.windows,
-            offset=LIVE_OFFSET + night,
-            fault=plan.fault if faulty and plan is not None else None,
-            severity=plan.severity_on(night) if faulty and plan is not None else 1.0,
-        )
+        self._append(night, turbine_features(**self._window_spec(night)))
+
+    def _faulty(self, night: int) -> FaultPlan | None:
+        return self.plan if self.plan is not None and night >= self.plan.onset_night else None
+
+    def _window_spec(self, night: int) -> dict[str, Any]:
+        """`turbine_features` arguments of this turbine's windows of `night`."""
+        plan = self._faulty(night)
+        return {
+            "profile": self.profile,
+            "count": self.windows,
+            "offset": LIVE_OFFSET + night,
+            "fault": plan.fault if plan is not None else None,
+            "severity": plan.severity_on(night) if plan is not None else 1.0,
+        }
+
+    def _append(self, night: int, features: np.ndarray) -> None:
         # In whole ms, as the buffer keeps it and alerts report it: comparable exactly.
         recorded_at = round(time.time() * 1000) / 1000
         self.buffer.append(features, recorded_at=recorded_at)
-        if faulty and self.faulty_since is None:
+        if self._faulty(night) is not None and self.faulty_since is None:
             self.faulty_since = recorded_at
+
+
+def synthesis_process() -> ProcessPoolExecutor:
+    """One worker process that synthesises every turbine's live windows (spawned: see
+    `simulate.batch_trainer.training_process`)."""
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
 
 
 def stored_alert_count(url: str, database: str, since: float) -> int:
