@@ -86,6 +86,9 @@ class CloudCore:
         self._holdout = load_holdout(config.guard.holdout_path, self.shape) if config.guard.holdout_path else None
         self._round_changed = asyncio.Event()
         self._published_version: int | None = None
+        # Set once the first connection has republished the model: a round is announced after
+        # it (the session counts as connected before its on_connect has run).
+        self._model_announced = asyncio.Event()
         self.partials_refused = 0
         # Alerts go to InfluxDB whether or not a round is open (cloud_core.alerts).
         self.alerts = AlertIngest(registry, config.alerts, metrics, clock=clock)
@@ -157,6 +160,7 @@ class CloudCore:
         await self._publish_model()
         if self.round is not None:
             await self._publish_round(self.round.announcement)
+        self._model_announced.set()
 
     async def _publish_round(self, announcement: RoundAnnouncement) -> None:
         await self.session.publish(
@@ -250,7 +254,7 @@ class CloudCore:
 
     async def run_round(self) -> RoundRecord:
         """Open (or resume) a round, wait for every region or the global deadline, publish."""
-        await self.session.connected.wait()
+        await self._model_announced.wait()
         cloud_round = self.round or self._open_round()
         announcement = cloud_round.announcement
         if self.model.version != self._published_version:  # a rollback stored while we ran

@@ -219,6 +219,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
         regions=args.regions,
         nights=args.nights,
         workdir=args.workdir,
+        node_dir=args.node_dir,
         summary_json=args.summary_json,
         epochs=args.epochs,
         windows_per_turbine=args.windows,
@@ -412,6 +413,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path("runs/sim"),
         help="where keys, configs, logs and state go; emptied first (default runs/sim)",
+    )
+    sim.add_argument(
+        "--node-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=(
+            "the turbines' buffers and state (default WORKDIR/nodes), emptied first; a memory-backed "
+            "directory such as /dev/shm/nacelle-nodes keeps thousands of turbines' flushes off the one "
+            "disk they would share (each real turbine has its own)"
+        ),
     )
     sim.add_argument("--summary-json", type=Path, default=None, help="write the run's summary here")
     influx = sim.add_argument_group(

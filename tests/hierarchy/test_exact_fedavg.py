@@ -13,7 +13,7 @@ from learning.model import AutoencoderShape, initial_weights, weight_shapes
 from tests.hierarchy.conftest import FLEET, Fleet, announced_round, first_message, wait_for_model
 from wire.envelope import Kind, open_envelope, seal
 from wire.messages import NodeUpdate, parse_model, update_envelope
-from wire.topics import MODEL_TOPIC, RegionTopics
+from wire.topics import MODEL_TOPIC, ROUND_TOPIC, RegionTopics
 
 pytestmark = [pytest.mark.broker]
 
@@ -26,6 +26,19 @@ async def test_global_model_after_hierarchy_equals_flat_fedavg(
     aggregators = [fleet.aggregator(region, tmp_path / f"agg-{region}") for region in FLEET]
     running.extend(asyncio.create_task(a.session.run()) for a in aggregators)
     await asyncio.gather(*(a.session.connected.wait() for a in aggregators))
+    # Every announcement a node of onshore receives during the round, from before it opens.
+    announcements: list[bytes] = []
+    subscribed = asyncio.Event()
+
+    async def listen() -> None:
+        async with fleet.client("onshore", identifier="test-round-listener") as client:
+            await client.subscribe(ROUND_TOPIC, qos=1)
+            subscribed.set()
+            async for message in client.messages:
+                announcements.append(bytes(message.payload))
+
+    running.append(asyncio.create_task(listen()))
+    await asyncio.wait_for(subscribed.wait(), timeout=20)
     core = fleet.cloud(tmp_path / "cloud", schedule={"regional_deadline_s": 60, "global_deadline_s": 90})
     cloud_round = asyncio.create_task(core.run(max_rounds=1))
     running.append(cloud_round)
@@ -68,6 +81,9 @@ async def test_global_model_after_hierarchy_equals_flat_fedavg(
     # And what the regional brokers retain, once the bridge has carried it, is that model.
     broker = fleet.brokers.regions["onshore"]
     release = await wait_for_model(broker.host, broker.port, fleet, version=1)
+    # The round was announced once: publishing the new model does not announce the closing
+    # round again (every node would handle it once more between the model and the next round).
+    assert len(announcements) == 1
     late_joiner = await first_message(broker.host, broker.port, MODEL_TOPIC)
     assert late_joiner.retain and late_joiner.payload == release.payload
     model = parse_model(

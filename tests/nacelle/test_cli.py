@@ -53,7 +53,10 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
         ("pki", ["--fleet", "ca", "request", "sign"]),
         ("broker", ["render"]),
         ("edge-health", ["--config", "--timeout", "online"]),
-        ("simulate", ["--turbines", "--regions", "--nights", "--workdir", "--summary-json", "--keep-running"]),
+        (
+            "simulate",
+            ["--turbines", "--regions", "--nights", "--workdir", "--node-dir", "--summary-json", "--keep-running"],
+        ),
     ],
 )
 def test_each_subcommand_help_describes_its_options(

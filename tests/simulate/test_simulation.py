@@ -60,6 +60,7 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatedRun
             nights=2,
             windows_per_turbine=96,
             workdir=tmp_path / "sim",
+            node_dir=tmp_path / "nodes",  # as --node-dir puts them, e.g. in /dev/shm
             summary_json=tmp_path / "summary.json",
             influx_url=influx.url,
             # Half the fleet fails, badly: whatever the onset night, faults are there to alert on.
@@ -93,6 +94,16 @@ def test_influxdb_answers_with_the_numbers_of_the_summary(simulated: SimulatedRu
     stored = sum(influx.query_rows(f'SELECT count("round") FROM "{m}"')[0]["count"] for m in measurements)
     assert stored == summary["influx"]["points_written"] > 0
     assert processes_mentioning(str(settings.workdir)) == []
+
+
+def test_the_turbines_state_is_in_the_node_dir_not_the_workdir(simulated: SimulatedRun) -> None:
+    settings = simulated.settings
+    assert settings.node_dir is not None
+
+    nodes = sorted(p.name for p in settings.node_dir.iterdir() if p.is_dir())
+    assert len(nodes) == 12 and nodes[0] == "offshore-t00001"
+    assert (settings.node_dir / nodes[0] / "state" / "state.json").exists()
+    assert not (settings.workdir / "nodes").exists()
 
 
 def test_the_faulty_turbines_alerts_arrived_in_influxdb(simulated: SimulatedRun) -> None:
