@@ -243,6 +243,18 @@ def test_decode_refuses_non_finite_fp32_values(bad: float) -> None:
     assert _reason(_body(_zstd(values.tobytes()))) is RejectReason.NON_FINITE
 
 
+def test_an_integer_scale_decodes_as_the_same_float_scale() -> None:
+    # encode_arrays writes floats; another msgpack writer may write 2 as an integer.
+    data = _zstd(bytes(range(1, TOTAL_VALUES + 1)))
+
+    as_int = decode_arrays(_body(data, codec="int8-zstd", scale=2), SHAPES)
+    as_float = decode_arrays(_body(data, codec="int8-zstd", scale=2.0), SHAPES)
+
+    for name in SHAPES:
+        np.testing.assert_array_equal(as_int[name], as_float[name])
+    assert as_int["0.weight"].ravel().tolist()[:3] == [2.0, 4.0, 6.0]
+
+
 @pytest.mark.parametrize("scale", [-0.5, float("nan"), float("inf")])
 def test_decode_refuses_an_unusable_int8_scale(scale: object) -> None:
     body = _body(_zstd(b"\1" * TOTAL_VALUES), codec="int8-zstd", scale=scale)
