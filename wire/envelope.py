@@ -20,7 +20,7 @@ import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from wire.errors import RejectedMessage, RejectReason
-from wire.signing import signature_is_valid
+from wire.signing import SIGNATURE_BYTES, signature_is_valid
 
 SCHEMA_VERSION = 1
 
@@ -142,9 +142,9 @@ def _signed_part(data: bytes, signature: bytes) -> bytes | None:
     `seal` made, at the cost of walking and re-packing every field. Whatever the bytes, a
     signature that verifies over them was made over them by the key's holder, and the fields
     returned are decoded from exactly them plus the signature: None when the entry is not there."""
-    entry = b"\xa3sig\xc4\x40" + signature  # fixstr "sig", bin8 of 64 bytes
+    entry = b"\xa3sig\xc4" + bytes([SIGNATURE_BYTES]) + signature  # fixstr "sig", bin8 of the signature
     where = data.find(entry)
-    if len(signature) != 64 or not data or data[0] != _FIXMAP_9 or where < 0:
+    if len(signature) != SIGNATURE_BYTES or not data or data[0] != _FIXMAP_9 or where < 0:
         return None
     return bytes([_FIXMAP_9 - 1]) + data[1:where] + data[where + len(entry) :]
 
