@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import aiomqtt
+import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -31,6 +32,22 @@ DEFAULT_SESSION_EXPIRY_S = 7 * 24 * 3600
 RECONNECT_CAP_S = 30.0
 
 MessageHandler = Callable[[aiomqtt.Message], Awaitable[None]]
+
+
+class _Client(aiomqtt.Client):
+    """aiomqtt's client with its keep-alive housekeeping (paho's `loop_misc`: a PINGREQ when the
+    link has been quiet for the keep-alive interval) run every `keepalive / 6` seconds instead
+    of every second. A simulated fleet holds ten thousand clients in one event loop: a wake-up
+    per client per second cost 13% of a core there (0.03 at one per five seconds), and a ping
+    at most keepalive/6 late stays well inside the broker's 1.5 × keepalive."""
+
+    def __init__(self, *args: object, keepalive: int, **kwargs: object) -> None:
+        super().__init__(*args, keepalive=keepalive, **kwargs)  # type: ignore[arg-type]
+        self._misc_interval_s = max(1.0, keepalive / 6)
+
+    async def _misc_loop(self) -> None:  # overrides aiomqtt.Client._misc_loop (tests/nacelle/test_mqtt.py)
+        while self._client.loop_misc() == paho.MQTT_ERR_SUCCESS:
+            await asyncio.sleep(self._misc_interval_s)
 
 
 def full_jitter_delay(attempt: int, base_s: float = 0.5, cap_s: float = RECONNECT_CAP_S) -> float:
@@ -80,7 +97,7 @@ class MqttSession:
     def _new_client(self) -> aiomqtt.Client:
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = self.spec.session_expiry_s
-        return aiomqtt.Client(
+        return _Client(
             self.spec.endpoint.host,
             self.spec.endpoint.port,
             identifier=self.spec.client_id,

@@ -8,6 +8,7 @@ reconstruction_errors_many` is for one model per node; here the model is shared)
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -53,49 +54,59 @@ class _Request:
 
 
 class BatchScorer:
-    """An `edge_node.scoring.Scorer` shared by every node of a simulated fleet."""
+    """An `edge_node.scoring.Scorer` shared by every node of a simulated fleet. As soon as
+    `max_nodes` requests for one model version are in, they are scored, from the requesting
+    node's own call (a fleet's requests come in one turn of the event loop that may last
+    seconds, and the timer that gathers the rest fires only after it); each pass's nodes then
+    resume together, in one later turn."""
 
-    def __init__(self, shape: AutoencoderShape, executor: Executor, *, gather_s: float = 0.2) -> None:
+    def __init__(
+        self, shape: AutoencoderShape, executor: Executor, *, gather_s: float = 0.2, max_nodes: int = 256
+    ) -> None:
         self.shape = shape
         self._executor = executor
         self._gather_s = gather_s
-        self._pending: list[tuple[int, _Request]] = []
-        self._worker: asyncio.Task[None] | None = None
+        self._max_nodes = max_nodes
+        self._pending: dict[int, list[_Request]] = defaultdict(list)  # by model version
+        self._gatherer: asyncio.Task[None] | None = None
         self.passes = 0
         self.windows_scored = 0
 
     async def __call__(self, weights: Weights, version: int, windows: np.ndarray) -> np.ndarray:
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._pending.append((version, _Request(weights, windows, future)))
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._drain())
+        waiting = self._pending[version]
+        waiting.append(_Request(weights, windows, future))
+        if len(waiting) >= self._max_nodes:
+            self._start(self._pending.pop(version))
+        elif self._gatherer is None or self._gatherer.done():
+            self._gatherer = asyncio.create_task(self._start_gathered())
         return await future
 
-    async def _drain(self) -> None:
+    async def _start_gathered(self) -> None:
         while self._pending:
             await asyncio.sleep(self._gather_s)  # let the rest of the fleet's requests arrive
-            taken, self._pending = self._pending, []
-            groups: dict[int, list[_Request]] = defaultdict(list)
-            for version, request in taken:
-                groups[version].append(request)
-            for requests in groups.values():
-                await self._score(requests)
+            for version in list(self._pending):
+                self._start(self._pending.pop(version))
 
-    async def _score(self, requests: list[_Request]) -> None:
-        weights = requests[0].weights
-        try:
-            scores = await asyncio.get_running_loop().run_in_executor(
-                self._executor,
-                lambda: score_window_sets(weights, [r.windows for r in requests], self.shape, MAX_WINDOWS_PER_PASS),
-            )
-        except Exception as exc:  # hand the failure to every waiting node rather than hang them
-            log.exception("batched scoring of %d nodes failed", len(requests))
+    def _start(self, requests: list[_Request]) -> None:
+        weights, window_sets = requests[0].weights, [r.windows for r in requests]
+        scoring = asyncio.get_running_loop().run_in_executor(
+            self._executor, lambda: score_window_sets(weights, window_sets, self.shape, MAX_WINDOWS_PER_PASS)
+        )
+        scoring.add_done_callback(functools.partial(self._finish, requests))
+
+    def _finish(self, requests: list[_Request], scoring: asyncio.Future[list[np.ndarray]]) -> None:
+        if scoring.cancelled():
+            return  # the simulation is stopping: so are the nodes waiting
+        failure = scoring.exception()
+        if failure is not None:  # hand the failure to every waiting node rather than hang them
+            log.error("batched scoring of %d nodes failed", len(requests), exc_info=failure)
             for request in requests:
                 if not request.result.done():
-                    request.result.set_exception(exc)
+                    request.result.set_exception(failure)
             return
         self.passes += 1
         self.windows_scored += sum(len(r.windows) for r in requests)
-        for request, result in zip(requests, scores, strict=True):
+        for request, result in zip(requests, scoring.result(), strict=True):
             if not request.result.done():
                 request.result.set_result(result)

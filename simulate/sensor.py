@@ -26,6 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -108,18 +109,21 @@ class TurbineSensor:
     async def _record(self, earlier: asyncio.Future[None] | None, nights: range) -> None:
         if earlier is not None:
             await asyncio.wait([earlier])  # nights reach the buffer in order (its failure is its callers')
-        # Synthesis (about 2 ms a night) and the fsynced append: off the event loop that serves
-        # every turbine's MQTT client, and the synthesis off its process too: numpy holds the
-        # GIL through it, and the next round's model and announcement wait for the loop.
+        # Synthesis (about 1 ms a night) and the fsynced append happen off the process that
+        # serves every turbine's MQTT client: in its threads they held the GIL in the event
+        # loop's way, and the next round's model and announcement wait for the loop.
         loop = asyncio.get_running_loop()
         for night in nights:
-            synthesise = functools.partial(turbine_features, **self._window_spec(night))
-            features = await loop.run_in_executor(self.synthesis, synthesise)
-            await asyncio.to_thread(self._append, night, features)
+            spec = self._window_spec(night)
+            if self.synthesis is None:  # a thread of this process: this buffer
+                record = functools.partial(_record_into, self.buffer, spec)
+            else:
+                record = functools.partial(record_night, self.buffer.directory, self.buffer.capacity, spec)
+            self._recorded(night, await loop.run_in_executor(self.synthesis, record))
 
     def record(self, night: int) -> None:
         self.night = max(self.night, night)
-        self._append(night, turbine_features(**self._window_spec(night)))
+        self._recorded(night, _record_into(self.buffer, self._window_spec(night)))
 
     def _faulty(self, night: int) -> FaultPlan | None:
         return self.plan if self.plan is not None and night >= self.plan.onset_night else None
@@ -135,17 +139,36 @@ class TurbineSensor:
             "severity": plan.severity_on(night) if plan is not None else 1.0,
         }
 
-    def _append(self, night: int, features: np.ndarray) -> None:
-        # In whole ms, as the buffer keeps it and alerts report it: comparable exactly.
-        recorded_at = round(time.time() * 1000) / 1000
-        self.buffer.append(features, recorded_at=recorded_at)
+    def _recorded(self, night: int, recorded_at: float) -> None:
         if self._faulty(night) is not None and self.faulty_since is None:
             self.faulty_since = recorded_at
 
 
+def _record_into(buffer: FeatureBuffer, window_spec: dict[str, Any]) -> float:
+    """Synthesise a night's windows (`turbine_features(**window_spec)`) into `buffer`; when they
+    were recorded (Unix s, whole ms, as the buffer keeps it and alerts report it: comparable
+    exactly)."""
+    features = turbine_features(**window_spec)
+    recorded_at = round(time.time() * 1000) / 1000
+    buffer.append(features, recorded_at=recorded_at)
+    return recorded_at
+
+
+@functools.cache
+def _buffer(directory: Path, capacity: int) -> FeatureBuffer:
+    return FeatureBuffer(directory, capacity)  # kept: it knows its chunks' sizes, every append needs them
+
+
+def record_night(directory: Path, capacity: int, window_spec: dict[str, Any]) -> float:
+    """`_record_into` the buffer in `directory`, in the synthesis process (which lives as long as
+    one simulation); the node's own buffer object sees the chunk appear, and old ones go, on
+    its next read."""
+    return _record_into(_buffer(directory, capacity), window_spec)
+
+
 def synthesis_process() -> ProcessPoolExecutor:
     """One worker process that synthesises every turbine's live windows (spawned: see
-    `simulate.batch_trainer.training_process`)."""
+    `simulate.batch_trainer.training_processes`)."""
     return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
 
 

@@ -46,3 +46,31 @@ async def test_a_cancel_the_handler_swallowed_still_stops_the_session(broker: Ru
         await asyncio.wait_for(task, 15)
     assert swallowed == ["t/1"]
     assert not session.connected.is_set()
+
+
+def test_the_housekeeping_it_replaces_is_still_aiomqtts() -> None:
+    # nacelle.mqtt._Client overrides this private method to space out keep-alive wake-ups; an
+    # aiomqtt that renamed it would silently bring back one wake-up per client per second.
+    assert callable(getattr(aiomqtt.Client, "_misc_loop", None))
+
+
+async def test_an_idle_session_keeps_its_connection_past_the_keepalive(broker: RunningBroker) -> None:
+    # Nothing is published for almost 3 keep-alive intervals: the broker drops a client silent
+    # for 1.5 of them (checked every few seconds), unless the client's housekeeping pings it.
+    # Without the pings this fails (checked with an interval of 100 s).
+    connects: list[float] = []
+
+    async def on_connect() -> None:
+        connects.append(asyncio.get_running_loop().time())
+
+    endpoint = broker.endpoint().model_copy(update={"keepalive_s": 5})
+    session = MqttSession(SessionSpec("idler", endpoint), on_connect=on_connect)
+    task = asyncio.create_task(session.run())
+    try:
+        await asyncio.wait_for(session.connected.wait(), 10)
+        await asyncio.sleep(14)
+        assert session.connected.is_set()
+        assert len(connects) == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -14,7 +14,7 @@ from edge_node.buffer import FeatureBuffer
 from learning.model import AutoencoderShape, initial_weights
 from learning.training import reconstruction_errors
 from simulate.batch_scorer import BatchScorer, score_window_sets
-from simulate.sensor import LIVE_OFFSET, FaultPlan, TurbineSensor, alert_summary, plan_faults
+from simulate.sensor import LIVE_OFFSET, FaultPlan, TurbineSensor, alert_summary, plan_faults, synthesis_process
 from simulate.vibration import Fault, turbine_features, turbine_profile
 from wire.messages import NodeAlert
 
@@ -137,3 +137,37 @@ async def test_the_batch_scorer_scores_each_model_version_with_its_own_weights()
     np.testing.assert_allclose(got[1], reconstruction_errors(new, windows, SHAPE), rtol=1e-5)
     np.testing.assert_allclose(got[2], got[0][:2], rtol=1e-5)
     assert scorer.passes == 2 and scorer.windows_scored == 14
+
+
+async def test_the_batch_scorer_scores_a_full_pass_at_once_and_hands_failures_to_every_node() -> None:
+    weights = initial_weights(SHAPE, 1)
+    windows = np.random.default_rng(1).standard_normal((3, SHAPE.n_features)).astype(np.float32)
+    with ThreadPoolExecutor(1) as executor:
+        scorer = BatchScorer(SHAPE, executor, gather_s=60.0, max_nodes=2)  # a gather that never ends here
+        got = await asyncio.wait_for(asyncio.gather(*(scorer(weights, 1, windows) for _ in range(4))), 30)
+        assert scorer.passes == 2 and all(len(scores) == 3 for scores in got)
+
+        wrong = np.zeros((3, SHAPE.n_features + 1), np.float32)
+        failed = await asyncio.wait_for(
+            asyncio.gather(scorer(weights, 1, wrong), scorer(weights, 1, wrong), return_exceptions=True), 30
+        )
+        assert all(isinstance(outcome, Exception) for outcome in failed)
+
+
+async def test_a_synthesis_process_records_into_the_buffer_the_node_reads(tmp_path: Path) -> None:
+    plan = FaultPlan(Fault.GEAR_WEAR, onset_night=2, severity=1.0)
+    node_buffer = FeatureBuffer(tmp_path / "buffer", 1000)  # the node's own object, as in the simulator
+    with synthesis_process() as synthesis:
+        sensor = TurbineSensor(
+            turbine_profile(5, 0), FeatureBuffer(tmp_path / "buffer", 1000), 4, plan, synthesis=synthesis
+        )
+        await sensor(1)
+        assert len(node_buffer.windows()) == 4
+        await sensor(3)
+
+    chunks = node_buffer.chunks()
+    assert [c.sequence for c in chunks] == [0, 1, 2]
+    np.testing.assert_array_equal(
+        node_buffer.windows()[:4], turbine_features(sensor.profile, 4, offset=LIVE_OFFSET + 1)
+    )
+    assert sensor.faulty_since == chunks[1].recorded_at
