@@ -13,9 +13,9 @@ from the trainer's and the nodes' own timings and the aggregators' and cloud's l
 machine, one clock). Beside it, CPU seconds per process over the whole run and peak memory.
 
 The floor: the same number of models, the same data sizes and generator, epochs and batch size,
-trained by `learning.batched.train_many` (in one thread, in a thread per core, or in a
-single-threaded process per core, whichever is fastest), nothing else: no wire, no signing, no
-brokers. round seconds / floor seconds is what the wire costs.
+trained by `learning.batched.train_many` (a thread per core in one process, or a single-threaded
+process per core, whichever is faster; one thread on a one-core machine), nothing else: no wire,
+no signing, no brokers. round seconds / floor seconds is what the wire costs.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import asyncio
 import json
 import logging
 import os
+import queue
 import re
 import resource
 import shutil
@@ -242,9 +243,20 @@ def _floor_in_processes(turbines: int, nights: int, indices: range, workers: int
     ]
     for process in processes:
         process.start()
-    finished = [spans.get(timeout=3600) for _ in processes]
-    for process in processes:
-        process.join()
+    finished: list[tuple[float, float]] = []
+    try:
+        while len(finished) < workers:
+            try:
+                finished.append(spans.get(timeout=1.0))
+            except queue.Empty:
+                failed = [process.exitcode for process in processes if process.exitcode not in (None, 0)]
+                if failed:
+                    raise RuntimeError(f"a floor training process failed (exit codes {failed})") from None
+    finally:
+        for process in processes:
+            if process.exitcode is None and len(finished) < workers:
+                process.terminate()  # the others would wait at the barrier for ever
+            process.join()
     return max(end for _, end in finished) - min(start for start, _ in finished)
 
 

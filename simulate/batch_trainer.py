@@ -8,12 +8,13 @@ Training runs in processes of their own (`training_processes`), one single-threa
 core, not in threads of the fleet's: the fleet's event loop (ten thousand MQTT clients) holds
 the GIL most of the time, and a training thread waits for it before each of its thousands of
 small torch calls. One thread per process, because the batched models' small matrix products
-gain little from a second thread: on 2 cores, two single-threaded processes trained 4,096
-models in 9.6 s, one process with two threads in 11.0 s.
+gain little from a second thread: the benchmark's floor for 2,000 turbines took 5.5 s in two
+single-threaded processes and 7.0 s in one process with two threads (one run each).
 
-Batches start as soon as a worker is free, small ones while the round's requests still trickle
-in, so training overlaps the fan-out of the model (per model, a batch of 32 costs what a batch
-of 1,024 does); `max_batch` bounds how long the last batch keeps the round waiting."""
+A batch starts when a worker is free: at once if it is full (`max_batch`, which bounds how long
+the last batch keeps the round waiting), otherwise after `gather_s` more of gathering. Training
+thus overlaps the fan-out of the model, in small batches while the round's requests trickle in
+(per model, a batch of 32 costs what a batch of 1,024 does)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """`nacelle simulate`: a whole fleet on one machine. Real mosquitto brokers (one per region,
 bridged to a cloud broker), a real InfluxDB, one real aggregator process per region, the real
 cloud core process, and every turbine an `EdgeNode` with its own MQTT client id, key, TLS client
-certificate, buffer and synthetic vibration. The turbines share one process and one training process: that is the only
-shortcut, and nothing that crosses the wire changes because of it."""
+certificate, buffer and synthetic vibration. The turbines share one process, with one training
+process per core and one that synthesises their sensors' windows: that is the only shortcut,
+and nothing that crosses the wire changes because of it."""
 
 from __future__ import annotations
 
