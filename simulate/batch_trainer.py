@@ -5,11 +5,12 @@ returns for each node what `train_local` would have. Each node still signs and p
 own update; nothing that crosses the wire changes.
 
 Training runs in processes of their own (`training_processes`), one single-threaded worker per
-core, not in threads of the fleet's: the fleet's event loop (ten thousand MQTT clients) holds
-the GIL most of the time, and a training thread waits for it before each of its thousands of
-small torch calls. One thread per process, because the batched models' small matrix products
-gain little from a second thread: the benchmark's floor for 2,000 turbines took 5.5 s in two
-single-threaded processes and 7.0 s in one process with two threads (one run each).
+core (`training_workers`: fewer for a fleet of fewer batches), not in threads of the fleet's:
+the fleet's event loop (ten thousand MQTT clients) holds the GIL most of the time, and a
+training thread waits for it before each of its thousands of small torch calls. One thread per
+process, because the batched models' small matrix products gain little from a second thread:
+the benchmark's floor for 2,000 turbines took 5.5 s in two single-threaded processes and 7.0 s
+in one process with two threads (one run each).
 
 A batch starts when a worker is free: at once if it is full (`max_batch`, which bounds how long
 the last batch keeps the round waiting), otherwise after `gather_s` more of gathering. Training
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import multiprocessing
 import os
 import time
@@ -42,9 +44,14 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def training_workers() -> int:
-    """Training processes for a fleet: one per core."""
-    return os.cpu_count() or 1
+# Nodes a batch holds at most (BatchTrainer's default max_batch).
+MAX_BATCH = 256
+
+
+def training_workers(turbines: int) -> int:
+    """Training processes for a fleet: one per core, but no more than it has batches (a small
+    fleet's second process would only cost its start, torch's import among it)."""
+    return max(1, min(os.cpu_count() or 1, math.ceil(turbines / MAX_BATCH)))
 
 
 def training_processes(workers: int) -> ProcessPoolExecutor:
@@ -110,7 +117,7 @@ class BatchTrainer:
         *,
         workers: int = 1,
         gather_s: float = 0.2,
-        max_batch: int = 256,
+        max_batch: int = MAX_BATCH,
     ) -> None:
         self.shape = shape
         self._executor = executor

@@ -335,7 +335,7 @@ class Simulation:
     ) -> list[EdgeNode]:
         fleet = self.workdir / "fleet"
         trusted = registry.keys_for(registry.cloud.member_id)
-        workers = training_workers()
+        workers = training_workers(len(registry.nodes))
         training = training_processes(workers)
         self.stack.callback(training.shutdown, cancel_futures=True)
         trainer = BatchTrainer(AutoencoderShape(), training, workers=workers)

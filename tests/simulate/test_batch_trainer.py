@@ -4,6 +4,7 @@ requests become batches, and failures. Pure: a thread pool stands in for the tra
 from __future__ import annotations
 
 import asyncio
+import os
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
@@ -12,7 +13,7 @@ import pytest
 
 from learning.model import AutoencoderShape, initial_weights
 from learning.training import LocalResult, TrainingConfig, train_local
-from simulate.batch_trainer import BatchTrainer, _shared_base
+from simulate.batch_trainer import MAX_BATCH, BatchTrainer, _shared_base, training_workers
 
 SHAPE = AutoencoderShape(n_features=16, hidden=8, latent=4)
 PLAN = TrainingConfig(epochs=2, batch_size=8, learning_rate=1e-2)
@@ -88,3 +89,10 @@ def test_a_base_model_every_request_shares_is_sent_once() -> None:
     copies[2][first] = copies[2][first] + 1
     shared = _shared_base(requests)  # type: ignore[arg-type]
     assert isinstance(shared, list) and all(a is b for a, b in zip(shared, copies, strict=True))
+
+
+def test_a_fleet_gets_a_training_process_per_core_up_to_one_per_batch() -> None:
+    cores = os.cpu_count() or 1
+    assert training_workers(1) == 1
+    assert training_workers(MAX_BATCH) == 1
+    assert training_workers(MAX_BATCH * cores + 1) == cores
