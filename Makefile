@@ -17,7 +17,7 @@ demo: setup
 test: setup
 	.venv/bin/ruff check .
 	.venv/bin/mypy --strict wire learning
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest -n auto --dist loadfile
 
 lint: setup
 	.venv/bin/ruff check .

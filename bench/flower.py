@@ -5,7 +5,8 @@ turbine of that index), same epochs (5), batch size (32) and learning rate, same
 clients, every client training every round, FedAvg. Flower runs its Ray backend with the
 `num_cpus` per client that made it fastest on this machine (`FLOWER_NUM_CPUS`; measured, see
 README), each client `learning.training.train_local` on one torch thread. Nacelle runs
-`nacelle simulate` in full: brokers, TLS, signed updates, aggregators, cloud core, InfluxDB.
+`nacelle simulate` in full: brokers, TLS, signed updates, aggregators, cloud core, InfluxDB;
+the turbines' own buffers and state in /dev/shm where the machine has it, as in fleet_round.
 Seconds per round are the mean over rounds after the first (both have start-up work in round 1:
 Ray's actors, Nacelle's first model download), with round 1 and the whole wall time beside them.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -27,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.fleet_round import node_dir
 from bench.machine import REPO
 from bench.results import Section
 
@@ -103,17 +106,25 @@ def run_flower(clients: int, rounds: int, workdir: Path, num_cpus: float = FLOWE
 
 
 def run_nacelle(clients: int, rounds: int, workdir: Path) -> dict[str, Any]:
+    """`nacelle simulate`, the turbines' own files in memory as in the fleet round benchmark
+    (Flower's clients keep theirs in memory too)."""
     summary = workdir / f"nacelle-{clients}.json"
+    nodes = node_dir()
     command = [
         str(Path(sys.executable).with_name("nacelle")),
         "simulate",
         *["--turbines", str(clients), "--nights", str(rounds), "--windows", str(WINDOWS), "--epochs", "5"],
         *["--no-evaluation", "--workdir", str(workdir / f"nacelle-{clients}"), "--summary-json", str(summary)],
+        *(["--node-dir", str(nodes)] if nodes else []),
     ]
     began = time.time()
     log = workdir / f"nacelle-{clients}.log"
-    with open(log, "w") as handle:
-        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False)
+    try:
+        with open(log, "w") as handle:
+            result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False)
+    finally:
+        if nodes is not None:
+            shutil.rmtree(nodes, ignore_errors=True)
     if result.returncode != 0:
         raise RuntimeError(f"nacelle simulate failed ({result.returncode}); see {log}")
     records = json.loads(summary.read_text())["rounds"]
@@ -147,6 +158,7 @@ def run(size: str, workdir: Path) -> Section:
     section.notes.append(
         f"Flower: {versions}, Ray backend, {FLOWER_NUM_CPUS:g} CPU per client, learning.training.train_local per "
         "client. Nacelle: nacelle simulate with TLS, signed updates, brokers, aggregators, cloud core and InfluxDB, "
+        "the turbines' own buffers and state in /dev/shm (as in fleet_round), "
         f"{WINDOWS} windows per client (+8 a night recorded live). s_per_round: mean of rounds 2.., wall: "
         "everything from start to exit."
     )

@@ -138,7 +138,7 @@ async def _node_versions(fleet: dict[str, Any], wanted: int, timeout_s: float) -
                 )
                 if envelope.sender in fleet["nodes"]:
                     versions[envelope.sender] = envelope.base_version
-                if all(versions.get(node) == wanted for node in fleet["nodes"]):
+                if all(versions.get(node) == wanted for node, at in fleet["nodes"].items() if at == region):
                     return
 
     with contextlib.suppress(TimeoutError):
