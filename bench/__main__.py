@@ -1,6 +1,6 @@
 """`python -m bench`: run the benchmarks, print their tables, write them as JSON; or compare two.
 
-python -m bench --size full --out runs/bench/full.json     # the README's figures (~1 hour, 2 cores)
+python -m bench --size full --out runs/bench/full.json     # the README's figures (12-35 min on 2 cores)
 python -m bench --size small --only codecs,ingest          # some of them, smaller
 python -m bench --compare before.json after.json           # before/after, with ratios
 """
