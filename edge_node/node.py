@@ -7,18 +7,20 @@ rest is wiring between MQTT, the on-disk buffer and `learning.training`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 import aiomqtt
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_node.buffer import FeatureBuffer
+from edge_node.buffer import Chunk, FeatureBuffer
 from edge_node.config import EdgeConfig
 from edge_node.feedback import FEEDBACK_CODECS, Residual, left_over, with_residual
 from edge_node.recordings import RecordingIngestor
@@ -53,6 +55,23 @@ Trainer = Callable[[Weights, np.ndarray, TrainingConfig, int], Awaitable[LocalRe
 # synthetic sensor (a real node reads recordings instead). Called with the open round before the
 # node scores, and with the next one once its update is out, so the next round need not wait.
 WindowFeed = Callable[[int], Awaitable[None]]
+# (continuing a round: handling its announcement, not its model) → held while the node handles a
+# message, up to its training request: the simulator's turbines share one event loop and take
+# turns at it (simulate.turns). A node of its own needs none.
+TakeTurn = Callable[[bool], AbstractAsyncContextManager[None]]
+
+
+def _no_turn(continuing: bool) -> AbstractAsyncContextManager[None]:
+    return contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class _Training:
+    """What a node trains on for a round: decided while it holds its turn, trained after."""
+
+    announcement: RoundAnnouncement
+    windows: np.ndarray
+    chunks: list[Chunk]
 
 
 @dataclass(frozen=True)
@@ -98,13 +117,15 @@ class EdgeNode:
         trainer: Trainer | None = None,
         scorer: Scorer | None = None,
         feed: WindowFeed | None = None,
+        take_turn: TakeTurn = _no_turn,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """`train_executor` runs training, scoring and file ingestion off the event loop
         (default: the loop's thread pool). `trainer` and `scorer` replace local training and
         scoring altogether; the simulator uses them to train and score many nodes in one batch,
         with the same result per node. `feed` is the simulator's sensor (WindowFeed): a call
-        returns once every night up to the one asked for is in the buffer."""
+        returns once every night up to the one asked for is in the buffer. `take_turn` is the
+        simulator's too (TakeTurn)."""
         self.config = config
         self.shape = shape or AutoencoderShape()
         self._shapes = weight_shapes(self.shape)
@@ -112,6 +133,7 @@ class EdgeNode:
         self._trusted = trusted
         self._executor = train_executor
         self._trainer = trainer or self._train_here
+        self._take_turn = take_turn
         self._clock = clock
         self.topics = RegionTopics(config.region)
         self.buffer = FeatureBuffer(config.data_dir / "buffer", config.max_windows)
@@ -198,23 +220,26 @@ class EdgeNode:
     async def _on_message(self, message: aiomqtt.Message) -> None:
         payload = message.payload if isinstance(message.payload, bytes) else b""
         topic = str(message.topic)
-        try:
-            if topic == MODEL_TOPIC:
-                if self._accept_model(payload):
-                    await self._publish_status()
-            elif topic == ROUND_TOPIC:
-                envelope = open_envelope(
-                    payload,
-                    max_bytes=self.config.max_message_bytes,
-                    keys=self._trusted,
-                    expected_kind=Kind.ROUND,
-                )
-                self._round = parse_round(envelope)
-        except RejectedMessage as exc:
-            self.rejections[exc.reason.value] += 1
-            log.warning("node %s refused %s: %s", self.config.node_id, topic, exc)
-            return
-        await self._maybe_train()
+        async with self._take_turn(topic == ROUND_TOPIC):
+            try:
+                if topic == MODEL_TOPIC:
+                    if self._accept_model(payload):
+                        await self._publish_status()
+                elif topic == ROUND_TOPIC:
+                    envelope = open_envelope(
+                        payload,
+                        max_bytes=self.config.max_message_bytes,
+                        keys=self._trusted,
+                        expected_kind=Kind.ROUND,
+                    )
+                    self._round = parse_round(envelope)
+            except RejectedMessage as exc:
+                self.rejections[exc.reason.value] += 1
+                log.warning("node %s refused %s: %s", self.config.node_id, topic, exc)
+                return
+            training = await self._training_due()
+        if training is not None:
+            await self._train_and_publish(training)
 
     def _accept_model(self, payload: bytes) -> bool:
         """Load a verified, newer global model; False when it is not newer than ours."""
@@ -280,12 +305,14 @@ class EdgeNode:
 
     # -- rounds -----------------------------------------------------------------------------
 
-    async def _maybe_train(self) -> None:
+    async def _training_due(self) -> _Training | None:
+        """What to train on for the open round, once its new windows are scored; None when
+        this node does not train for it (now)."""
         announcement = self._round
         if announcement is None or self.weights is None:
-            return
+            return None
         if self.state.last_trained_round >= announcement.round_id:
-            return  # a new model or a repeated announcement after this node's update: nothing to do
+            return None  # a new model or a repeated announcement after this node's update: nothing to do
         await self._ingest_recordings()
         if self._feed is not None:
             await self._feed(announcement.round_id)
@@ -293,7 +320,7 @@ class EdgeNode:
         # teach the model to find it normal.
         await self.score_live()
         chunks = self.buffer.chunks()
-        windows = self.buffer.windows()
+        windows = self.buffer.windows(chunks)
         decision = training_decision(
             announcement,
             self.state,
@@ -310,9 +337,14 @@ class EdgeNode:
                 announcement.round_id,
                 decision.reason,
             )
-            return
+            return None
+        return _Training(announcement, windows, chunks)
+
+    async def _train_and_publish(self, training: _Training) -> None:
+        announcement, chunks = training.announcement, training.chunks
+        assert self.weights is not None  # _training_due checked
         plan = TrainingConfig(announcement.epochs, announcement.batch_size, announcement.learning_rate)
-        result = await self._trainer(self.weights, windows, plan, announcement.round_id)
+        result = await self._trainer(self.weights, training.windows, plan, announcement.round_id)
         feedback = announcement.codec in FEEDBACK_CODECS
         carried = self._residual.for_round(announcement.round_id) if feedback and self._residual else None
         update = NodeUpdate(

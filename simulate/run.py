@@ -52,13 +52,14 @@ from nacelle.keys import (
 from nacelle.processes import ServiceError, start_process, stop_process
 from nacelle.tls import client_context
 from simulate.batch_scorer import BatchScorer
-from simulate.batch_trainer import BatchTrainer, training_processes, training_workers
+from simulate.batch_trainer import MAX_BATCH, BatchTrainer, training_processes, training_workers
 from simulate.evaluation import detection_summary, eval_windows, score_model, train_baselines
 from simulate.incidents import NIGHTS_NEEDED, IncidentContext, Incidents
 from simulate.influxdb_server import RunningInfluxDB, start_influxdb
 from simulate.live import keep_running
 from simulate.report import write_report
-from simulate.sensor import TurbineSensor, alert_summary, plan_faults, stored_alert_count, synthesis_process
+from simulate.sensor import Synthesis, TurbineSensor, alert_summary, plan_faults, stored_alert_count
+from simulate.turns import Turns
 from simulate.vibration import TurbineProfile, turbine_features, turbine_profile
 from telemetry import MetricsWriteError, spooled_points
 from wire.envelope import Kind, open_envelope
@@ -78,6 +79,9 @@ SIM_ALERT_INTERVAL_S = 0.5
 # The guard's holdout: a few windows of up to this many turbines, from a stretch of each one's
 # stream that neither training (offset 0) nor the detection evaluation (1-7) uses.
 HOLDOUT_TURBINES, HOLDOUT_WINDOWS_PER_TURBINE, HOLDOUT_OFFSET = 64, 8, 11
+# Turbines handling a round's messages at once (simulate.turns): two training batches' worth,
+# so that both training processes have a batch to start on early.
+TURN_SLOTS = 2 * MAX_BATCH
 # Allocations between collections of the youngest generation while the fleet runs (Python's
 # default: 700): most of a round's objects die young, and a pass walks what is still alive.
 GC_YOUNG_THRESHOLD = 50_000
@@ -341,8 +345,9 @@ class Simulation:
         trainer = BatchTrainer(AutoencoderShape(), training, workers=workers)
         self.trainer = trainer
         scorer = BatchScorer(AutoencoderShape(), executor)
-        synthesis = synthesis_process()
-        self.stack.callback(synthesis.shutdown, cancel_futures=True)
+        turns = Turns(TURN_SLOTS)
+        synthesis = Synthesis()
+        self.stack.callback(synthesis.shutdown)
         settings = self.settings
         members = sorted(registry.nodes.values(), key=lambda m: m.member_id)
         faults = plan_faults(
@@ -387,6 +392,7 @@ class Simulation:
                 trainer=trainer,
                 scorer=scorer,
                 feed=sensor,
+                take_turn=turns,
             )
             # Recorded before the run; what the turbine records each night comes after.
             history = turbine_features(profile, settings.windows_per_turbine)

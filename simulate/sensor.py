@@ -24,7 +24,7 @@ import math
 import multiprocessing
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,14 +82,14 @@ class TurbineSensor:
         plan: FaultPlan | None,
         *,
         last_night: int | None = None,
-        synthesis: Executor | None = None,
+        synthesis: Synthesis | None = None,
     ) -> None:
         self.profile = profile
         self.buffer = buffer
         self.windows = windows
         self.plan = plan
         self.last_night = last_night  # None: no end
-        # Where the windows are synthesised (`synthesis_process`; None: a thread of this process).
+        # Where the windows are synthesised (None: a thread of this process).
         self.synthesis = synthesis
         self.night = 0  # the last night recorded, or being recorded by `_recording`
         self._recording: asyncio.Future[None] | None = None
@@ -112,14 +112,14 @@ class TurbineSensor:
         # Synthesis (about 1 ms a night) and the fsynced append happen off the process that
         # serves every turbine's MQTT client: in its threads they held the GIL in the event
         # loop's way, and the next round's model and announcement wait for the loop.
-        loop = asyncio.get_running_loop()
         for night in nights:
             spec = self._window_spec(night)
             if self.synthesis is None:  # a thread of this process: this buffer
                 record = functools.partial(_record_into, self.buffer, spec)
+                recorded_at = await asyncio.get_running_loop().run_in_executor(None, record)
             else:
-                record = functools.partial(record_night, self.buffer.directory, self.buffer.capacity, spec)
-            self._recorded(night, await loop.run_in_executor(self.synthesis, record))
+                recorded_at = await self.synthesis.record(self.buffer.directory, self.buffer.capacity, spec)
+            self._recorded(night, recorded_at)
 
     def record(self, night: int) -> None:
         self.night = max(self.night, night)
@@ -159,17 +159,74 @@ def _buffer(directory: Path, capacity: int) -> FeatureBuffer:
     return FeatureBuffer(directory, capacity)  # kept: it knows its chunks' sizes, every append needs them
 
 
-def record_night(directory: Path, capacity: int, window_spec: dict[str, Any]) -> float:
-    """`_record_into` the buffer in `directory`, in the synthesis process (which lives as long as
-    one simulation); the node's own buffer object sees the chunk appear, and old ones go, on
-    its next read."""
-    return _record_into(_buffer(directory, capacity), window_spec)
+def _record_nights(requests: list[tuple[Path, int, dict[str, Any]]]) -> list[float | Exception]:
+    """`_record_into` each (buffer directory, capacity, window spec), in the synthesis process
+    (which lives as long as one simulation); each node's own buffer object sees its chunk
+    appear, and old ones go, on its next read. A failure is that recording's, not the batch's."""
+    recorded: list[float | Exception] = []
+    for directory, capacity, window_spec in requests:
+        try:
+            recorded.append(_record_into(_buffer(directory, capacity), window_spec))
+        except Exception as exc:
+            recorded.append(exc)
+    return recorded
 
 
-def synthesis_process() -> ProcessPoolExecutor:
+class Synthesis:
     """One worker process that synthesises every turbine's live windows (spawned: see
-    `simulate.batch_trainer.training_processes`)."""
-    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    `simulate.batch_trainer.training_processes`). Recordings asked for within `gather_s` go
+    to it as one call: a call of its own each cost the fleet's process about a millisecond of
+    pickling, queueing and wake-ups, as much as the synthesis costs the worker."""
+
+    def __init__(self, *, gather_s: float = 0.05, max_batch: int = 256) -> None:
+        self._executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        self._gather_s = gather_s
+        self._max_batch = max_batch
+        self._pending: list[tuple[tuple[Path, int, dict[str, Any]], asyncio.Future[float]]] = []
+        self._gatherer: asyncio.Task[None] | None = None
+        self.calls = 0  # batches sent to the worker
+
+    async def record(self, directory: Path, capacity: int, window_spec: dict[str, Any]) -> float:
+        """`_record_into` the buffer in `directory`; when the windows were recorded."""
+        recorded: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._pending.append(((directory, capacity, window_spec), recorded))
+        if len(self._pending) >= self._max_batch:
+            self._send()
+        elif self._gatherer is None or self._gatherer.done():
+            self._gatherer = asyncio.create_task(self._send_gathered())
+        return await recorded
+
+    async def _send_gathered(self) -> None:
+        await asyncio.sleep(self._gather_s)
+        self._send()
+
+    def _send(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        self.calls += 1
+        call = functools.partial(_record_nights, [request for request, _ in batch])
+        sent = asyncio.get_running_loop().run_in_executor(self._executor, call)
+        sent.add_done_callback(functools.partial(_hand_out, [future for _, future in batch]))
+
+    def shutdown(self) -> None:
+        if self._gatherer is not None:
+            self._gatherer.cancel()
+        self._executor.shutdown(cancel_futures=True)
+
+
+def _hand_out(futures: list[asyncio.Future[float]], sent: asyncio.Future[list[float | Exception]]) -> None:
+    if sent.cancelled():
+        return  # the simulation is stopping: so are the sensors waiting
+    failure = sent.exception()
+    outcomes: list[float | BaseException] = [failure] * len(futures) if failure else list(sent.result())
+    for future, outcome in zip(futures, outcomes, strict=True):
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 def stored_alert_count(url: str, database: str, since: float) -> int:

@@ -81,35 +81,51 @@ def encode_arrays(
     if codec not in CODECS:
         raise EncodeError(f"unknown codec {codec!r}; known: {', '.join(CODECS)}")
     tensors = {name: np.asarray(array, dtype=np.float32) for name, array in arrays.items()}
-    for name, values in tensors.items():
-        if not np.isfinite(values).all():
-            raise EncodeError(f"tensor {name!r} holds non-finite values")
-    if codec == "topk-int8-zstd":
-        return _encode_topk(tensors, topk_fraction)
-    meta: list[list[Any]] = []
-    chunks: list[bytes] = []
-    for name, values in tensors.items():
-        if codec == "int8-zstd":
-            quantized, scale = _int8(values)
-            chunks.append(quantized.tobytes())
-            meta.append([name, list(values.shape), scale])
-        elif codec == "fp16-zstd":
-            if np.abs(values).max(initial=0.0) > _FLOAT16_MAX:
-                raise EncodeError(f"tensor {name!r} holds values beyond float16's range")
-            chunks.append(values.astype("<f2").tobytes())
-            meta.append([name, list(values.shape), 1.0])
-        else:
-            chunks.append(values.astype("<f4").tobytes())
-            meta.append([name, list(values.shape), 1.0])
-    data = _compressor().compress(b"".join(chunks))
-    return {"codec": codec, "tensors": meta, "data": data}
-
-
-def _encode_topk(tensors: Mapping[str, np.ndarray], fraction: float) -> dict[str, Any]:
-    """The `k` largest |values| over every tensor: per tensor a bitmap of the positions kept
-    (little-endian bit order, padded with zero bits to a byte), then every tensor's kept values
-    as int8, in position order."""
     flat = np.concatenate([values.ravel() for values in tensors.values()]) if tensors else np.zeros(0, np.float32)
+    if not np.isfinite(flat).all():
+        name = next(name for name, values in tensors.items() if not np.isfinite(values).all())
+        raise EncodeError(f"tensor {name!r} holds non-finite values")
+    if codec == "topk-int8-zstd":
+        return _encode_topk(tensors, flat, topk_fraction)
+    scales = [1.0] * len(tensors)
+    if codec == "int8-zstd":
+        quantized, scales = _int8_per_tensor(flat, [values.size for values in tensors.values()])
+        data = quantized.tobytes()
+    elif codec == "fp16-zstd":
+        if np.abs(flat).max(initial=0.0) > _FLOAT16_MAX:
+            name = next(name for name, values in tensors.items() if np.abs(values).max(initial=0.0) > _FLOAT16_MAX)
+            raise EncodeError(f"tensor {name!r} holds values beyond float16's range")
+        data = flat.astype("<f2").tobytes()
+    else:
+        data = flat.astype("<f4").tobytes()
+    meta = [[name, list(values.shape), scale] for (name, values), scale in zip(tensors.items(), scales, strict=True)]
+    return {"codec": codec, "tensors": meta, "data": _compressor().compress(data)}
+
+
+def _int8_per_tensor(flat: np.ndarray, sizes: list[int]) -> tuple[np.ndarray, list[float]]:
+    """`_int8` of each tensor of `flat` (the tensors' values one after another, `sizes` long),
+    in a few whole-array operations rather than a few per tensor: every node update pays
+    this, and a simulated fleet encodes ten thousand a round."""
+    counts = np.asarray(sizes)
+    maxima = np.zeros(len(sizes), np.float32)
+    present = counts > 0
+    if flat.size:
+        starts = (np.cumsum(counts) - counts)[present]
+        maxima[present] = np.maximum.reduceat(np.abs(flat), starts)
+    scales = maxima.astype(np.float64) / 127.0  # float(max) / 127.0, as `_int8` computes it
+    scales32 = scales.astype(np.float32)
+    zero = scales32 == 0
+    scales[zero] = 0.0
+    divisors = np.repeat(np.where(zero, np.float32(1), scales32), counts)
+    quantized = np.clip(np.rint(flat / divisors), -127, 127).astype(np.int8)
+    quantized[np.repeat(zero, counts)] = 0
+    return quantized, scales.tolist()
+
+
+def _encode_topk(tensors: Mapping[str, np.ndarray], flat: np.ndarray, fraction: float) -> dict[str, Any]:
+    """The `k` largest |values| over every tensor (`flat`: their values one after another): per
+    tensor a bitmap of the positions kept (little-endian bit order, padded with zero bits to a
+    byte), then every tensor's kept values as int8, in position order."""
     keep = np.zeros(flat.size, bool)
     if flat.size:
         count = topk_count(flat.size, fraction)

@@ -386,7 +386,7 @@ async def test_a_node_ingests_at_connect_and_before_each_training_decision(tmp_p
     np.save(recordings / "b.npy", tone(TONE_HZ, 3 * WINDOW))
     node.weights = initial_weights(AutoencoderShape(), 0)
     node._round = RoundAnnouncement(round_id=1, base_version=0, opened_at=0, regional_deadline=1, global_deadline=2)
-    await node._maybe_train()  # no model of the round's version yet: ingests, does not train
+    assert await node._training_due() is None  # no model of the round's version yet: ingests, does not train
     assert len(node.buffer.windows()) == 5
     assert (tmp_path / "data" / "recordings.json").exists()
 

@@ -14,7 +14,7 @@ from edge_node.buffer import FeatureBuffer
 from learning.model import AutoencoderShape, initial_weights
 from learning.training import reconstruction_errors
 from simulate.batch_scorer import BatchScorer, score_window_sets
-from simulate.sensor import LIVE_OFFSET, FaultPlan, TurbineSensor, alert_summary, plan_faults, synthesis_process
+from simulate.sensor import LIVE_OFFSET, FaultPlan, Synthesis, TurbineSensor, alert_summary, plan_faults
 from simulate.vibration import Fault, turbine_features, turbine_profile
 from wire.messages import NodeAlert
 
@@ -157,13 +157,16 @@ async def test_the_batch_scorer_scores_a_full_pass_at_once_and_hands_failures_to
 async def test_a_synthesis_process_records_into_the_buffer_the_node_reads(tmp_path: Path) -> None:
     plan = FaultPlan(Fault.GEAR_WEAR, onset_night=2, severity=1.0)
     node_buffer = FeatureBuffer(tmp_path / "buffer", 1000)  # the node's own object, as in the simulator
-    with synthesis_process() as synthesis:
+    synthesis = Synthesis()
+    try:
         sensor = TurbineSensor(
             turbine_profile(5, 0), FeatureBuffer(tmp_path / "buffer", 1000), 4, plan, synthesis=synthesis
         )
         await sensor(1)
         assert len(node_buffer.windows()) == 4
         await sensor(3)
+    finally:
+        synthesis.shutdown()
 
     chunks = node_buffer.chunks()
     assert [c.sequence for c in chunks] == [0, 1, 2]
@@ -171,3 +174,28 @@ async def test_a_synthesis_process_records_into_the_buffer_the_node_reads(tmp_pa
         node_buffer.windows()[:4], turbine_features(sensor.profile, 4, offset=LIVE_OFFSET + 1)
     )
     assert sensor.faulty_since == chunks[1].recorded_at
+
+
+async def test_the_synthesis_process_takes_a_fleets_recordings_in_one_call_and_fails_only_the_bad_one(
+    tmp_path: Path,
+) -> None:
+    synthesis = Synthesis(gather_s=0.5)
+    try:
+        sensors = [
+            TurbineSensor(turbine_profile(i, 0), FeatureBuffer(tmp_path / f"b{i}", 1000), 4, None, synthesis=synthesis)
+            for i in range(3)
+        ]
+        broken = FeatureBuffer(tmp_path / "broken", 1000)
+        broken.directory.rmdir()
+        broken.directory.write_text("a file where the buffer's directory was")
+        sensors.append(TurbineSensor(turbine_profile(9, 0), broken, 4, None, synthesis=synthesis))
+        outcomes = await asyncio.wait_for(asyncio.gather(*(s(1) for s in sensors), return_exceptions=True), 60)
+    finally:
+        synthesis.shutdown()
+    assert synthesis.calls == 1
+    assert outcomes[:3] == [None, None, None] and isinstance(outcomes[3], Exception)
+    for index in range(3):
+        np.testing.assert_array_equal(
+            FeatureBuffer(tmp_path / f"b{index}", 1000).windows(),
+            turbine_features(turbine_profile(index, 0), 4, offset=LIVE_OFFSET + 1),
+        )
