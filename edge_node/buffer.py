@@ -76,7 +76,8 @@ class FeatureBuffer:
         sizes every chunk)."""
         size = self._sizes.get(chunk.path)
         if size is None:
-            size = self._sizes[chunk.path] = chunk.size()
+            loaded = self._loaded.get(chunk.path)
+            size = self._sizes[chunk.path] = chunk.size() if loaded is None else len(loaded)
         return size
 
     def _load(self, chunk: Chunk) -> np.ndarray:

@@ -344,7 +344,7 @@ class Simulation:
         self.stack.callback(training.shutdown, cancel_futures=True)
         trainer = BatchTrainer(AutoencoderShape(), training, workers=workers)
         self.trainer = trainer
-        scorer = BatchScorer(AutoencoderShape(), executor)
+        scorer = BatchScorer(AutoencoderShape(), executor, max_nodes=MAX_BATCH)
         turns = Turns(TURN_SLOTS)
         synthesis = Synthesis()
         self.stack.callback(synthesis.shutdown)
