@@ -40,8 +40,8 @@ def _share_property_tables() -> None:
     """paho's `Properties.__init__` builds its lookup tables (property names, ids and types:
     constants, and only ever read) anew for every MQTT v5 packet read or written, several per
     message with its acknowledgement. Built once here and shared by every instance: that was
-    7% of the simulated fleet's process in a round (tests/nacelle/test_mqtt.py checks that an
-    instance still looks as paho makes it)."""
+    7% of the simulated fleet's process in a round (tests/nacelle/test_mqtt_properties.py checks
+    that an instance still looks as paho makes it)."""
     template = Properties(PacketTypes.PUBLISH)
     tables = (template.types, template.names, template.properties)
 

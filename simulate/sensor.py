@@ -176,7 +176,7 @@ class Synthesis:
     """One worker process that synthesises every turbine's live windows (spawned: see
     `simulate.batch_trainer.training_processes`). Recordings asked for within `gather_s` go
     to it as one call: a call of its own each cost the fleet's process about a millisecond of
-    pickling, queueing and wake-ups, as much as the synthesis costs the worker."""
+    pickling, queueing and wake-ups."""
 
     def __init__(self, *, gather_s: float = 0.05, max_batch: int = 256) -> None:
         self._executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from learning.model import AutoencoderShape, weight_shapes
-from wire.codec import CODECS, decode_arrays, encode_arrays
+from wire.codec import CODECS, _int8, _int8_per_tensor, decode_arrays, encode_arrays
 from wire.errors import EncodeError, RejectedMessage, RejectReason
 
 SHAPES: dict[str, tuple[int, ...]] = {"0.weight": (3, 4), "0.bias": (3,), "2.weight": (2, 3)}
@@ -338,3 +338,15 @@ _GARBAGE_BODIES = _VALUES | st.fixed_dictionaries(
 def test_decode_of_garbage_raises_only_rejected_message(body: object) -> None:
     with contextlib.suppress(RejectedMessage):
         decode_arrays(body, SHAPES)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_int8_of_all_tensors_at_once_is_int8_of_each_tensor(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    tensors = [(rng.standard_normal(size) * 10.0 ** rng.integers(-46, 3)).astype(np.float32) for size in (7, 0, 33, 1)]
+    tensors[seed % 4][:] = 0.0  # an all-zero tensor, and (seed 1) an empty one, among them
+    quantized, scales = _int8_per_tensor(np.concatenate(tensors), [t.size for t in tensors])
+
+    expected = [_int8(t) for t in tensors]
+    np.testing.assert_array_equal(quantized, np.concatenate([values for values, _ in expected]))
+    assert scales == [scale for _, scale in expected]
