@@ -34,7 +34,7 @@ class Turns:
         self._free = slots
         # Waiting turbines: [continuing a round, starting one].
         self._waiting: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (deque(), deque())
-        self.waited = 0  # turns that had to wait for a slot (bench/ and tests look)
+        self.waited = 0  # turns that had to wait for a slot (the tests look)
 
     @asynccontextmanager
     async def __call__(self, continuing: bool) -> AsyncIterator[None]:
