@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import Counter
@@ -29,10 +30,11 @@ from edge_node.state import NodeState, NodeStateStore
 from learning.model import AutoencoderShape, Weights, weight_shapes
 from learning.training import LocalResult, TrainingConfig, reconstruction_errors, resolve_device, train_local
 from nacelle.mqtt import MqttSession, SessionSpec
-from wire.codec import decode_arrays
+from wire.codec import Shapes, decode_arrays
 from wire.envelope import KeyLookup, Kind, open_envelope, seal
 from wire.errors import RejectedMessage
 from wire.messages import (
+    ModelRelease,
     NodeAlert,
     NodeUpdate,
     RoundAnnouncement,
@@ -59,10 +61,17 @@ WindowFeed = Callable[[int], Awaitable[None]]
 # message, up to its training request: the simulator's turbines share one event loop and take
 # turns at it (simulate.turns). A node of its own needs none.
 TakeTurn = Callable[[bool], AbstractAsyncContextManager[None]]
+# (a model message's payload) → the verified, decoded release; raises RejectedMessage.
+ModelReader = Callable[[bytes], ModelRelease]
 
 
 def _no_turn(continuing: bool) -> AbstractAsyncContextManager[None]:
     return contextlib.nullcontext()
+
+
+def read_model(payload: bytes, *, max_bytes: int, keys: KeyLookup, shapes: Shapes) -> ModelRelease:
+    """A global model message, verified against the cloud's `keys` and decoded to `shapes`."""
+    return parse_model(open_envelope(payload, max_bytes=max_bytes, keys=keys, expected_kind=Kind.MODEL), shapes)
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,7 @@ class EdgeNode:
         scorer: Scorer | None = None,
         feed: WindowFeed | None = None,
         take_turn: TakeTurn = _no_turn,
+        model_reader: ModelReader | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """`train_executor` runs training, scoring and file ingestion off the event loop
@@ -125,7 +135,8 @@ class EdgeNode:
         scoring altogether; the simulator uses them to train and score many nodes in one batch,
         with the same result per node. `feed` is the simulator's sensor (WindowFeed): a call
         returns once every night up to the one asked for is in the buffer. `take_turn` is the
-        simulator's too (TakeTurn)."""
+        simulator's too (TakeTurn), and so is `model_reader`, which replaces `read_model` with
+        the node's keys and limits (the simulator verifies the model its turbines share once)."""
         self.config = config
         self.shape = shape or AutoencoderShape()
         self._shapes = weight_shapes(self.shape)
@@ -134,6 +145,9 @@ class EdgeNode:
         self._executor = train_executor
         self._trainer = trainer or self._train_here
         self._take_turn = take_turn
+        self._read_model = model_reader or functools.partial(
+            read_model, max_bytes=config.max_message_bytes, keys=trusted, shapes=self._shapes
+        )
         self._clock = clock
         self.topics = RegionTopics(config.region)
         self.buffer = FeatureBuffer(config.data_dir / "buffer", config.max_windows)
@@ -243,13 +257,7 @@ class EdgeNode:
 
     def _accept_model(self, payload: bytes) -> bool:
         """Load a verified, newer global model; False when it is not newer than ours."""
-        envelope = open_envelope(
-            payload,
-            max_bytes=self.config.max_message_bytes,
-            keys=self._trusted,
-            expected_kind=Kind.MODEL,
-        )
-        release = parse_model(envelope, self._shapes)
+        release = self._read_model(payload)
         if release.version <= self.state.model_version:
             return False
         self.weights = release.weights

@@ -6,10 +6,11 @@ with the same starting weights, data, config and seed — same Adam hyper-parame
 same per-model shuffle (a `torch.Generator` seeded with that model's seed, one `randperm` per
 epoch) and the same batch boundaries — up to float rounding (batched vs unbatched matmuls).
 
-How: each Linear layer of M models becomes a weight stack [M, out, in] and a bias stack [M, out],
-applied with `torch.baddbmm`. One Adam runs over the stacks: Adam is element-wise, and the loss
-minimised is the SUM over models of each model's mean batch MSE, so model i's gradient is exactly
-the gradient of its own loss and its Adam state and update are those of a lone model.
+How: each Linear layer of M models becomes a weight stack (trained as [M, in, out], the
+transpose of its tensors) and a bias stack [M, out], applied with `torch.baddbmm`. One (fused)
+Adam runs over the stacks: Adam is element-wise, and the loss minimised is the SUM over models
+of each model's mean batch MSE, so model i's gradient is exactly the gradient of its own loss
+and its Adam state and update are those of a lone model.
 (`torch.func.vmap` over `functional_call` was measured too and was slower on CPU.)
 Models are grouped by dataset length (models in one group take the same number of Adam steps
 on batches of the same sizes) and processed `chunk_size` at a time to bound memory.
@@ -137,7 +138,7 @@ def reconstruction_errors_many(
             for position, index in enumerate(indices):
                 padded[position, : lengths[index]] = windows[index]
             stacked = stack_weights([weights[i] for i in indices])
-            params = [torch.from_numpy(stacked[name]) for name in names]
+            params = [_input_major(torch.from_numpy(stacked[name])) for name in names]
             data = torch.from_numpy(padded)
             scores = ((_forward(params, data) - data) ** 2).mean(dim=2).numpy()
             for position, index in enumerate(indices):
@@ -146,15 +147,20 @@ def reconstruction_errors_many(
 
 
 def _forward(params: Sequence[torch.Tensor], data: torch.Tensor) -> torch.Tensor:
-    """The autoencoder on [M, B, features] with params [w0, b0, w1, b1, …], w [M, out, in]."""
+    """The autoencoder on [M, B, features] with params [w0, b0, w1, b1, …], w [M, in, out]: each
+    weight stack is the transpose of its tensor's (see `_input_major`)."""
     hidden = data
     last = len(params) // 2 - 1
     for layer in range(last + 1):
-        weight, bias = params[2 * layer], params[2 * layer + 1]
-        hidden = torch.baddbmm(bias.unsqueeze(1), hidden, weight.transpose(1, 2))
+        hidden = torch.baddbmm(params[2 * layer + 1].unsqueeze(1), hidden, params[2 * layer])
         if layer < last:
             hidden = torch.relu(hidden)
     return hidden
+
+
+def _input_major(tensor: torch.Tensor) -> torch.Tensor:
+    """A weight stack [M, out, in] as [M, in, out] (a view); a bias stack as it is."""
+    return tensor.transpose(1, 2) if tensor.dim() == 3 else tensor
 
 
 def _train_chunk(
@@ -167,25 +173,32 @@ def _train_chunk(
 ) -> tuple[StackedWeights, np.ndarray]:
     """Train the models of one chunk, whose datasets all have the same length ([M, N, features])."""
     count, length = data_np.shape[0], data_np.shape[1]
-    params = [torch.from_numpy(stacked[name]).to(device).requires_grad_() for name in names]
-    optimiser = torch.optim.Adam(params, lr=config.learning_rate)
-    data = torch.from_numpy(data_np).to(device)
+    # Weights are trained input-major ([M, in, out], contiguous): the forward needs no transpose,
+    # so each weight's gradient comes out of its bmm contiguous and is kept without a copy. With
+    # the fused Adam (one pass over each tensor, not a dozen) and an index_select shuffle
+    # (a copy per window, not per value), a model trains in 40% less time than with a transposed
+    # view, the per-tensor Adam and a gather (measured on 128 models: 2.0 → 1.2 ms of CPU each).
+    params = [_input_major(torch.from_numpy(stacked[name])).contiguous().to(device).requires_grad_() for name in names]
+    optimiser = torch.optim.Adam(params, lr=config.learning_rate, fused=True)
+    rows = torch.from_numpy(data_np).to(device).view(count * length, -1)
+    first_row = (torch.arange(count, device=device) * length).unsqueeze(1)
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
     epoch_loss = torch.zeros(count, dtype=torch.float64, device=device)
     for _ in range(config.epochs):
         order = torch.stack([torch.randperm(length, generator=generator) for generator in generators]).to(device)
-        shuffled = torch.gather(data, 1, order.unsqueeze(2).expand_as(data))
+        shuffled = rows.index_select(0, (first_row + order).view(-1)).view(count, length, -1)
         total = torch.zeros(count, dtype=torch.float64, device=device)
         for start in range(0, length, config.batch_size):
             batch = shuffled[:, start : start + config.batch_size]
             optimiser.zero_grad(set_to_none=True)
-            per_model = ((_forward(params, batch) - batch) ** 2).mean(dim=(1, 2))
+            errors = torch.nn.functional.mse_loss(_forward(params, batch), batch, reduction="none")
+            per_model = errors.mean(dim=(1, 2))
             torch.autograd.backward(per_model.sum())
             optimiser.step()
             total += per_model.detach().double() * batch.shape[1]
         epoch_loss = total / length
     trained = {
-        name: param.detach().cpu().numpy().astype(np.float32, copy=True)
+        name: _input_major(param.detach()).cpu().numpy().astype(np.float32, copy=True)
         for name, param in zip(names, params, strict=True)
     }
     losses: np.ndarray = epoch_loss.cpu().numpy()

@@ -8,6 +8,7 @@ and nothing that crosses the wire changes because of it."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import logging
@@ -36,7 +37,7 @@ from cloud_core.influx import SPOOL_DIR, influx_sender
 from cloud_core.model_store import ModelStore
 from edge_node.buffer import FeatureBuffer
 from edge_node.config import EdgeConfig
-from edge_node.node import EdgeNode
+from edge_node.node import EdgeNode, read_model
 from learning.model import AutoencoderShape, weight_shapes
 from learning.training import TrainingConfig
 from nacelle.config import BrokerEndpoint, build_config, write_config
@@ -59,6 +60,7 @@ from simulate.influxdb_server import RunningInfluxDB, start_influxdb
 from simulate.live import keep_running
 from simulate.report import write_report
 from simulate.sensor import Synthesis, TurbineSensor, alert_summary, plan_faults, stored_alert_count
+from simulate.shared_model import SharedModelReader
 from simulate.turns import Turns
 from simulate.vibration import TurbineProfile, turbine_features, turbine_profile
 from telemetry import MetricsWriteError, spooled_points
@@ -346,6 +348,7 @@ class Simulation:
         self.trainer = trainer
         scorer = BatchScorer(AutoencoderShape(), executor, max_nodes=MAX_BATCH)
         turns = Turns(TURN_SLOTS)
+        model_reader: SharedModelReader | None = None
         synthesis = Synthesis()
         self.stack.callback(synthesis.shutdown)
         settings = self.settings
@@ -375,6 +378,15 @@ class Simulation:
                     "alerts": {"min_interval_s": SIM_ALERT_INTERVAL_S},
                 },
             )
+            if model_reader is None:  # the same keys and limit for every turbine (its config's)
+                model_reader = SharedModelReader(
+                    functools.partial(
+                        read_model,
+                        max_bytes=config.max_message_bytes,
+                        keys=trusted,
+                        shapes=weight_shapes(AutoencoderShape()),
+                    )
+                )
             profile = fleet_profile(settings.seed, index, self.region_list.index(member.region))
             sensor = TurbineSensor(
                 profile,
@@ -393,6 +405,7 @@ class Simulation:
                 scorer=scorer,
                 feed=sensor,
                 take_turn=turns,
+                model_reader=model_reader,
             )
             # Recorded before the run; what the turbine records each night comes after.
             history = turbine_features(profile, settings.windows_per_turbine)
