@@ -51,7 +51,9 @@ def get_weights(module: nn.Module) -> Weights:
 
 
 def set_weights(module: nn.Module, weights: Weights) -> None:
-    module.load_state_dict({name: torch.from_numpy(np.asarray(a, np.float32)) for name, a in weights.items()})
+    # torch.tensor copies: the arrays may be read-only (a model the simulator's turbines share),
+    # which torch.from_numpy warns about, and load_state_dict copies them anyway.
+    module.load_state_dict({name: torch.tensor(np.asarray(a, np.float32)) for name, a in weights.items()})
 
 
 def initial_weights(shape: AutoencoderShape, seed: int) -> Weights:
