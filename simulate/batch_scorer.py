@@ -19,6 +19,7 @@ import numpy as np
 
 from learning.model import AutoencoderShape, Weights
 from learning.training import reconstruction_errors
+from simulate.batch_trainer import Arrivals
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +59,26 @@ class BatchScorer:
     `max_nodes` requests for one model version are in, they are scored, from the requesting
     node's own call (a fleet's requests come in one turn of the event loop that may last
     seconds, and the timer that gathers the rest fires only after it); each pass's nodes then
-    resume together, in one later turn."""
+    resume together, in one later turn. So are a version's requests once `expected` of them
+    (the fleet's size) have come: the rest of the fleet has no more to send."""
 
     def __init__(
-        self, shape: AutoencoderShape, executor: Executor, *, gather_s: float = 0.2, max_nodes: int = 256
+        self,
+        shape: AutoencoderShape,
+        executor: Executor,
+        *,
+        gather_s: float = 0.2,
+        max_nodes: int = 256,
+        expected: int | None = None,
     ) -> None:
         self.shape = shape
         self._executor = executor
         self._gather_s = gather_s
         self._max_nodes = max_nodes
         self._pending: dict[int, list[_Request]] = defaultdict(list)  # by model version
+        # Exactly the expected count, not more: a node may score twice under one version (its
+        # periodic pass), and the requests after the count are gathered as before.
+        self._arrivals = Arrivals(expected)
         self._gatherer: asyncio.Task[None] | None = None
         self.passes = 0
         self.windows_scored = 0
@@ -76,7 +87,7 @@ class BatchScorer:
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         waiting = self._pending[version]
         waiting.append(_Request(weights, windows, future))
-        if len(waiting) >= self._max_nodes:
+        if self._arrivals.count(version) or len(waiting) >= self._max_nodes:
             self._start(self._pending.pop(version))
         elif self._gatherer is None or self._gatherer.done():
             self._gatherer = asyncio.create_task(self._start_gathered())

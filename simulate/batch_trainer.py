@@ -26,6 +26,7 @@ import math
 import multiprocessing
 import os
 import time
+from collections import Counter
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -105,13 +106,32 @@ def _shared_base(requests: list[_Request]) -> Weights | list[Weights]:
     return first
 
 
+class Arrivals:
+    """Requests counted per key (a round, a model version) against how many the fleet makes for
+    one key (its size; None: unknown, never all in)."""
+
+    def __init__(self, expected: int | None) -> None:
+        self._expected = expected
+        self._counts: Counter[int] = Counter()
+
+    def count(self, key: int) -> bool:
+        """Count one request for `key`; True when it is the last one expected."""
+        self._counts[key] += 1
+        return self._counts[key] == self._expected
+
+    def all_in(self, key: int) -> bool:
+        return self._expected is not None and self._counts[key] >= self._expected
+
+
 class BatchTrainer:
     """An `edge_node.node.Trainer` shared by every node of a simulated fleet: at most `workers`
     batches train at once (the executor's workers).
 
     A full batch starts the moment its last request arrives, from the requesting node's own
     call: a fleet's requests come in one turn of the event loop that may last seconds, and a
-    timer (the gathering of a partial batch) fires only after it."""
+    timer (the gathering of a partial batch) fires only after it. So does the round's last
+    partial batch once `expected` requests (the fleet's size) have come for its round: no more
+    are coming, and gathering would only keep the round waiting."""
 
     def __init__(
         self,
@@ -121,6 +141,7 @@ class BatchTrainer:
         workers: int = 1,
         gather_s: float = 0.2,
         max_batch: int = MAX_BATCH,
+        expected: int | None = None,
     ) -> None:
         self.shape = shape
         self._executor = executor
@@ -129,6 +150,7 @@ class BatchTrainer:
         self._gather_s = gather_s
         self._max_batch = max_batch
         self._pending: list[_Request] = []
+        self._arrivals = Arrivals(expected)
         self._gatherer: asyncio.Task[None] | None = None
         self.batches = 0
         self.trained = 0
@@ -143,13 +165,19 @@ class BatchTrainer:
     async def __call__(self, base: Weights, windows: np.ndarray, plan: TrainingConfig, seed: int) -> LocalResult:
         future: asyncio.Future[LocalResult] = asyncio.get_running_loop().create_future()
         self._pending.append(_Request(base, windows, plan, seed, future))
-        self._start_full_batches()
+        self._arrivals.count(seed)
+        self._start_ready_batches()
         if self._pending and (self._gatherer is None or self._gatherer.done()):
             self._gatherer = asyncio.create_task(self._start_partial_batches())
         return await future
 
-    def _start_full_batches(self) -> None:
-        while self._free_workers and len(self._pending) >= self._max_batch:
+    def _start_ready_batches(self) -> None:
+        """Start, while workers are free, the batches that are full or are their round's last."""
+        while (
+            self._free_workers
+            and self._pending
+            and (len(self._pending) >= self._max_batch or self._arrivals.all_in(self._pending[0].seed))
+        ):
             self._start(self._take_batch())
 
     async def _start_partial_batches(self) -> None:
@@ -187,7 +215,7 @@ class BatchTrainer:
         finished = time.time()
         self._free_workers += 1
         self._worker_freed.set()
-        self._start_full_batches()
+        self._start_ready_batches()
         if trained.cancelled():
             return  # the simulation is stopping: so are the nodes waiting
         failure = trained.exception()

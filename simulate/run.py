@@ -344,9 +344,9 @@ class Simulation:
         workers = training_workers(len(registry.nodes))
         training = training_processes(workers)
         self.stack.callback(training.shutdown, cancel_futures=True)
-        trainer = BatchTrainer(AutoencoderShape(), training, workers=workers)
+        trainer = BatchTrainer(AutoencoderShape(), training, workers=workers, expected=len(registry.nodes))
         self.trainer = trainer
-        scorer = BatchScorer(AutoencoderShape(), executor, max_nodes=MAX_BATCH)
+        scorer = BatchScorer(AutoencoderShape(), executor, max_nodes=MAX_BATCH, expected=len(registry.nodes))
         turns = Turns(TURN_SLOTS)
         model_reader: SharedModelReader | None = None
         synthesis = Synthesis()

@@ -22,6 +22,7 @@ import asyncio
 import functools
 import math
 import multiprocessing
+import os
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -176,10 +177,15 @@ class Synthesis:
     """One worker process that synthesises every turbine's live windows (spawned: see
     `simulate.batch_trainer.training_processes`). Recordings asked for within `gather_s` go
     to it as one call: a call of its own each cost the fleet's process about a millisecond of
-    pickling, queueing and wake-ups."""
+    pickling, queueing and wake-ups. It runs at the lowest CPU priority (nice 19): a real
+    turbine records on hardware of its own, and a night asked for during a round is not needed
+    before the next one, so it takes only the cores' idle moments (1,000 turbines: rounds that
+    record the next night took 2.57-2.70 s instead of 2.77-3.14, three runs each)."""
 
     def __init__(self, *, gather_s: float = 0.05, max_batch: int = 256) -> None:
-        self._executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        self._executor = ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice, initargs=(19,)
+        )
         self._gather_s = gather_s
         self._max_batch = max_batch
         self._pending: list[tuple[tuple[Path, int, dict[str, Any]], asyncio.Future[float]]] = []

@@ -66,6 +66,22 @@ async def test_a_full_batch_starts_without_waiting_for_the_gathering() -> None:
     assert trainer.batches == 2
 
 
+async def test_a_rounds_last_partial_batch_starts_once_the_fleet_has_asked() -> None:
+    with ThreadPoolExecutor(1) as executor:  # one worker: the last batch waits for the first, not the gathering
+        trainer = BatchTrainer(SHAPE, executor, gather_s=60.0, max_batch=2, expected=3)
+        results = await asyncio.wait_for(_train_all(trainer, [(_windows(i), 1) for i in range(3)]), 30)
+        assert [result.num_samples for result in results] == [24] * 3
+        assert sorted(nodes for _, _, nodes in trainer.spans) == [1, 2]
+
+        # A round the fleet does not finish asking for (a node sat it out) gathers as before.
+        pending = asyncio.ensure_future(_train_all(trainer, [(_windows(i), 2) for i in range(2)]))
+        late = asyncio.ensure_future(_train_all(trainer, [(_windows(9), 3)]))
+        assert len(await asyncio.wait_for(pending, 30)) == 2  # a full batch
+        await asyncio.sleep(0.2)
+        assert not late.done()
+        late.cancel()
+
+
 async def test_a_failed_batch_fails_every_node_in_it_and_the_trainer_goes_on() -> None:
     with ThreadPoolExecutor(1) as executor:
         trainer = BatchTrainer(SHAPE, executor, gather_s=0.01)

@@ -154,6 +154,20 @@ async def test_the_batch_scorer_scores_a_full_pass_at_once_and_hands_failures_to
         assert all(isinstance(outcome, Exception) for outcome in failed)
 
 
+async def test_the_batch_scorer_scores_a_version_once_the_fleet_has_asked() -> None:
+    weights = initial_weights(SHAPE, 1)
+    windows = np.random.default_rng(1).standard_normal((3, SHAPE.n_features)).astype(np.float32)
+    with ThreadPoolExecutor(1) as executor:
+        scorer = BatchScorer(SHAPE, executor, gather_s=60.0, max_nodes=10, expected=3)  # the gathering never ends here
+        got = await asyncio.wait_for(asyncio.gather(*(scorer(weights, 1, windows) for _ in range(3))), 30)
+        assert scorer.passes == 1 and [len(scores) for scores in got] == [3, 3, 3]
+
+        fewer = asyncio.gather(*(scorer(weights, 2, windows) for _ in range(2)))
+        await asyncio.sleep(0.2)
+        assert not fewer.done()  # two of three: the rest may still come
+        fewer.cancel()
+
+
 async def test_a_synthesis_process_records_into_the_buffer_the_node_reads(tmp_path: Path) -> None:
     plan = FaultPlan(Fault.GEAR_WEAR, onset_night=2, severity=1.0)
     node_buffer = FeatureBuffer(tmp_path / "buffer", 1000)  # the node's own object, as in the simulator
