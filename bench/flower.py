@@ -8,7 +8,9 @@ README), each client `learning.training.train_local` on one torch thread. Nacell
 `nacelle simulate` in full: brokers, TLS, signed updates, aggregators, cloud core, InfluxDB;
 the turbines' own buffers and state in /dev/shm where the machine has it, as in fleet_round.
 Seconds per round are the mean over rounds after the first (both have start-up work in round 1:
-Ray's actors, Nacelle's first model download), with round 1 and the whole wall time beside them.
+Ray's actors, Nacelle's first model download), with round 1 and the whole wall time beside them;
+for both, a round is from the end of the one before to its own end (Flower's server-side
+evaluation after aggregating; the cloud core's decision), so the work between rounds counts.
 
 Flower lives in its own virtualenv, `.bench-venv/flower` (git-ignored), made on first use with
 pinned versions; it is never a dependency of Nacelle or of its tests. torch is pinned to
@@ -127,8 +129,15 @@ def run_nacelle(clients: int, rounds: int, workdir: Path) -> dict[str, Any]:
             shutil.rmtree(nodes, ignore_errors=True)
     if result.returncode != 0:
         raise RuntimeError(f"nacelle simulate failed ({result.returncode}); see {log}")
-    records = json.loads(summary.read_text())["rounds"]
-    return {"rounds_s": [record["seconds"] for record in records], "wall_s": time.time() - began}
+    return {"rounds_s": nacelle_periods(json.loads(summary.read_text())["rounds"]), "wall_s": time.time() - began}
+
+
+def nacelle_periods(records: list[dict[str, Any]]) -> list[float]:
+    """Seconds per round as Flower's are measured, from one round's end to the next's: round 1
+    from its opening, each later one from the previous round's close, so the cloud's work
+    between rounds (storing and publishing the model, metrics, opening the next) counts."""
+    ends = [records[0]["opened_at"]] + [record["closed_at"] for record in records]
+    return [later - earlier for earlier, later in itertools.pairwise(ends)]
 
 
 def _steady(rounds_s: list[float]) -> float:
@@ -159,8 +168,8 @@ def run(size: str, workdir: Path) -> Section:
         f"Flower: {versions}, Ray backend, {FLOWER_NUM_CPUS:g} CPU per client, learning.training.train_local per "
         "client. Nacelle: nacelle simulate with TLS, signed updates, brokers, aggregators, cloud core and InfluxDB, "
         "the turbines' own buffers and state in /dev/shm (as in fleet_round), "
-        f"{WINDOWS} windows per client (+8 a night recorded live). s_per_round: mean of rounds 2.., wall: "
-        "everything from start to exit."
+        f"{WINDOWS} windows per client (+8 a night recorded live). s_per_round: mean of rounds 2.., each from the "
+        "previous round's end to its own; wall: everything from start to exit."
     )
     return section
 

@@ -594,8 +594,8 @@ class Simulation:
     def summary(self, records: list[dict[str, Any]], detection: dict[str, Any] | None, wall_s: float) -> dict[str, Any]:
         settings = self.settings
         keys = (
-            "round", "model_version", "status", "updates_accepted", "updates_rejected",
-            "bytes_per_update_mean", "train_loss_mean", "seconds", "regions",
+            "round", "model_version", "status", "opened_at", "closed_at", "updates_accepted",
+            "updates_rejected", "bytes_per_update_mean", "train_loss_mean", "seconds", "regions",
         )  # fmt: skip
         rounds = [{key: record[key] for key in keys} for record in records]
         # The storm night of --incidents fails quorum, and the round open during the rollback

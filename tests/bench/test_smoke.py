@@ -53,8 +53,14 @@ def test_flower_benchmarks_nacelle_side_and_the_flower_app_compiles(tmp_path: Pa
     nacelle = flower.run_nacelle(4, 2, tmp_path)
     flower.write_data(tmp_path / "data.npy", 4)
 
-    assert len(nacelle["rounds_s"]) == 2
+    assert len(nacelle["rounds_s"]) == 2 and all(seconds > 0 for seconds in nacelle["rounds_s"])
     py_compile.compile(str(REPO / "bench" / "flower_app.py"), doraise=True)
+
+
+def test_nacelle_rounds_are_timed_like_flowers_from_the_previous_rounds_end() -> None:
+    records = [{"opened_at": 100.0, "closed_at": 105.0}, {"opened_at": 105.5, "closed_at": 108.0}]
+
+    assert flower.nacelle_periods(records) == [5.0, 3.0]
 
 
 def test_results_are_saved_and_compared_before_after(tmp_path: Path) -> None:
