@@ -36,6 +36,7 @@ from scipy.io import wavfile
 from edge_node.buffer import FeatureBuffer
 from edge_node.config import RECORDING_FEATURES, RecordingsConfig
 from learning.features import spectral_features
+from nacelle.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -336,6 +337,4 @@ class RecordingIngestor:
             ) from exc
 
     def _save(self, record: _Record) -> None:
-        temporary = self.state_path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(asdict(record), indent=1, sort_keys=True))
-        temporary.replace(self.state_path)
+        write_atomically(self.state_path, json.dumps(asdict(record), indent=1, sort_keys=True).encode(), durable=False)

@@ -5,7 +5,6 @@ how far it has scored its buffer for alerts (so a restart neither alerts twice n
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 from edge_node.alerts import ScoringState
 from edge_node.feedback import Residual
 from learning.model import Weights
+from nacelle.files import write_atomically
 
 
 @dataclass
@@ -42,19 +42,6 @@ def _unpack_weights(data: bytes) -> Weights:
         weights[name] = values[offset : offset + size].reshape(shape).astype(np.float32)
         offset += size
     return weights
-
-
-def _replace_atomically(path: Path, data: bytes) -> None:
-    """Write `data` under a temporary name, then rename it over `path`: a crash leaves the old
-    file or the new one, never half of one. Plain os calls: a simulated fleet writes three of
-    these per turbine a round, and pathlib's file objects cost half as much again."""
-    temporary = f"{path}.tmp"
-    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(handle, data)
-    finally:
-        os.close(handle)
-    os.replace(temporary, path)
 
 
 class NodeStateStore:
@@ -85,11 +72,11 @@ class NodeStateStore:
 
     def save(self, state: NodeState, weights: Weights | None = None) -> None:
         if weights is not None:
-            _replace_atomically(self._model_path, _pack_weights(weights))
+            write_atomically(self._model_path, _pack_weights(weights), durable=False)
             if self._old_model_left:
                 self._old_model_path.unlink(missing_ok=True)
                 self._old_model_left = False
-        _replace_atomically(self._state_path, json.dumps(asdict(state)).encode())
+        write_atomically(self._state_path, json.dumps(asdict(state)).encode(), durable=False)
 
     def load_scoring(self) -> ScoringState:
         if not self._scoring_path.exists():
@@ -97,7 +84,7 @@ class NodeStateStore:
         return ScoringState.from_json(json.loads(self._scoring_path.read_text()))
 
     def save_scoring(self, scoring: ScoringState) -> None:
-        _replace_atomically(self._scoring_path, json.dumps(scoring.to_json()).encode())
+        write_atomically(self._scoring_path, json.dumps(scoring.to_json()).encode(), durable=False)
 
     def load_residual(self) -> Residual | None:
         if not self._residual_path.exists():
