@@ -99,6 +99,7 @@ def test_limits_are_rendered() -> None:
         "max_packet_size 65536",
         "persistent_client_expiration 2w",
         "autosave_interval 30",
+        "set_tcp_nodelay true",
     ):
         assert expected in lines
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,6 +72,23 @@ async def test_an_idle_session_keeps_its_connection_past_the_keepalive(broker: R
         await asyncio.sleep(14)
         assert session.connected.is_set()
         assert len(connects) == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_session_sends_without_nagles_delay(broker: RunningBroker) -> None:
+    # paho leaves Nagle's algorithm on; with it, a packet written behind an unacknowledged one
+    # waits for the broker's delayed ACK (up to 40 ms a hop).
+    session = MqttSession(SessionSpec("prompt", broker.endpoint()))
+    task = asyncio.create_task(session.run())
+    try:
+        await asyncio.wait_for(session.connected.wait(), 10)
+        assert session._client is not None
+        sock = session._client._client.socket()
+        assert sock is not None
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        await session.publish("t/1", b"x" * 40_000)  # still goes through
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
