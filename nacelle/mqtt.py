@@ -68,10 +68,10 @@ class _Client(aiomqtt.Client):
 
     Its socket sends without Nagle's algorithm (TCP_NODELAY), which paho leaves on. With it, a
     packet written while an earlier one is unacknowledged waits for that acknowledgement, and
-    the broker's TCP delays acknowledgements by up to 40 ms: a model or update of two TLS
-    records, or a PUBACK right after a publish, took 40 ms more per hop. An aggregator's
-    partial waited 33 ms for its PUBACK, 2 ms without; a 1,000-turbine round took 9% less
-    (with the brokers' `set_tcp_nodelay`, broker.config). The cost is a few more small packets."""
+    the broker's TCP delays acknowledgements by up to 40 ms: the second TLS record of a message,
+    or a PUBACK written right after a publish, could wait that long. An aggregator's partial
+    waited 33 ms for its PUBACK, 2 ms without; a 1,000-turbine round took 9% less (with the
+    brokers' `set_tcp_nodelay`, broker.config). The cost is a few more small packets."""
 
     def __init__(self, *args: object, keepalive: int, **kwargs: object) -> None:
         super().__init__(*args, keepalive=keepalive, **kwargs)  # type: ignore[arg-type]

@@ -88,7 +88,7 @@ async def test_a_session_sends_without_nagles_delay(broker: RunningBroker) -> No
         sock = session._client._client.socket()
         assert sock is not None
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
-        await session.publish("t/1", b"x" * 40_000)  # still goes through
+        await asyncio.wait_for(session.publish("t/1", b"x" * 40_000), 10)  # still goes through
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
