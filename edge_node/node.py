@@ -29,7 +29,7 @@ from edge_node.scoring import LiveScoring, Scorer
 from edge_node.state import NodeState, NodeStateStore
 from learning.model import AutoencoderShape, Weights, weight_shapes
 from learning.training import LocalResult, TrainingConfig, reconstruction_errors, resolve_device, train_local
-from nacelle.mqtt import MqttSession, SessionSpec
+from nacelle.mqtt import MqttSession, PublishRefused, SessionSpec
 from wire.codec import Shapes, decode_arrays
 from wire.envelope import KeyLookup, Kind, open_envelope, seal
 from wire.errors import RejectedMessage
@@ -163,6 +163,7 @@ class EdgeNode:
         self._residual = self._store.load_residual()  # error feedback of lossy codecs (edge_node.feedback)
         self.rejections: Counter[str] = Counter()
         self.updates_published = 0
+        self.publishes_refused = 0  # by the broker (its ACL): logged as errors, see _publish_refused
         self.last_update_bytes = 0
         # Where a round's time goes (bench/): seconds spent encoding and signing updates, and
         # when the broker acknowledged the last one (Unix s).
@@ -219,7 +220,19 @@ class EdgeNode:
             self.state.model_version,
             self._clock(),
         )
-        await self.session.publish(self.topics.status(self.config.node_id), seal(status, self._key), retain=True)
+        try:
+            await self.session.publish(self.topics.status(self.config.node_id), seal(status, self._key), retain=True)
+        except PublishRefused as exc:  # the status only informs: training goes on without it
+            self._publish_refused(exc)
+
+    def _publish_refused(self, exc: PublishRefused) -> None:
+        self.publishes_refused += 1
+        log.error(
+            "node %s: %s; check that its certificate's identity is %s and the broker's ACL",
+            self.config.node_id,
+            exc,
+            self.config.node_id,
+        )
 
     async def _ingest_recordings(self) -> None:
         """New recordings → buffer, in the executor like training (file I/O and FFTs). Bad files
@@ -309,7 +322,11 @@ class EdgeNode:
 
     async def _publish_alert(self, alert: NodeAlert) -> None:
         payload = seal(alert_envelope(alert, self._clock()), self._key)
-        await self.session.publish(self.topics.alert(self.config.node_id), payload)
+        try:
+            await self.session.publish(self.topics.alert(self.config.node_id), payload)
+        except PublishRefused as exc:  # the scoring pass fails: its windows are scored again
+            self._publish_refused(exc)
+            raise
 
     # -- rounds -----------------------------------------------------------------------------
 
@@ -368,7 +385,11 @@ class EdgeNode:
         envelope = update_envelope(update, announcement.codec, self._clock(), topk_fraction=announcement.topk_fraction)
         payload = seal(envelope, self._key)
         self.encode_sign_s += time.perf_counter() - encode_started
-        await self.session.publish(self.topics.update(self.config.node_id), payload)
+        try:
+            await self.session.publish(self.topics.update(self.config.node_id), payload)
+        except PublishRefused as exc:  # not marked trained: the round is trained again on its next message
+            self._publish_refused(exc)
+            return
         self.last_published_at = time.time()
         # Kept before the round is marked trained: see edge_node.feedback for a crash in between.
         if feedback:

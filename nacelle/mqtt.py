@@ -21,6 +21,7 @@ import paho.mqtt.client as paho
 from aiomqtt.types import PahoSocket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from nacelle.config import BrokerEndpoint
 from nacelle.tls import client_context
@@ -57,8 +58,19 @@ def _share_property_tables() -> None:
 _share_property_tables()
 
 
+class PublishRefused(Exception):
+    """The broker acknowledged a publish with an MQTT v5 failure reason code: its ACL does not
+    grant the topic, a quota was exceeded. The message was not delivered, and sending it again
+    will not change that, so it is not retried."""
+
+    def __init__(self, topic: str, reason: str) -> None:
+        super().__init__(f"the broker refused the publish to {topic}: {reason}")
+        self.topic = topic
+        self.reason = reason
+
+
 class _Client(aiomqtt.Client):
-    """aiomqtt's client with two changes.
+    """aiomqtt's client with three changes.
 
     Its keep-alive housekeeping (paho's `loop_misc`: a PINGREQ when the link has been quiet for
     the keep-alive interval) runs every `keepalive / 6` seconds instead of every second. A
@@ -71,11 +83,42 @@ class _Client(aiomqtt.Client):
     the broker's TCP delays acknowledgements by up to 40 ms: the second TLS record of a message,
     or a PUBACK written right after a publish, could wait that long. An aggregator's partial
     waited 33 ms for its PUBACK, 2 ms without; a 1,000-turbine round took 9% less (with the
-    brokers' `set_tcp_nodelay`, broker.config). The cost is a few more small packets."""
+    brokers' `set_tcp_nodelay`, broker.config). The cost is a few more small packets.
+
+    `publish_acknowledged` reads the PUBACK's reason code, which aiomqtt's `publish` ignores: a
+    publish the broker's ACL refuses (mosquitto answers 0x87, "Not authorized") returned as if
+    delivered, and a node whose identity did not match its topics believed every update sent."""
 
     def __init__(self, *args: object, keepalive: int, **kwargs: object) -> None:
         super().__init__(*args, keepalive=keepalive, **kwargs)  # type: ignore[arg-type]
         self._misc_interval_s = max(1.0, keepalive / 6)
+        self._acknowledgements: dict[int, asyncio.Future[ReasonCode]] = {}  # by message id
+
+    async def publish_acknowledged(self, topic: str, payload: bytes, *, retain: bool) -> None:
+        """QoS 1: returns once the broker acknowledged the message, raises `PublishRefused` when
+        the acknowledgement is a refusal, aiomqtt.MqttError when it cannot be sent or times out."""
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        acknowledged = asyncio.get_running_loop().create_future()
+        self._acknowledgements[info.mid] = acknowledged  # the PUBACK is read on a later turn
+        try:
+            async with asyncio.timeout(self.timeout):
+                reason = await acknowledged
+        except TimeoutError:
+            raise aiomqtt.MqttError("Operation timed out") from None
+        finally:
+            self._acknowledgements.pop(info.mid, None)
+        if reason.is_failure:
+            raise PublishRefused(topic, reason.getName())
+
+    def _on_publish(
+        self, client: paho.Client, userdata: object, mid: int, reason_code: ReasonCode, properties: Properties
+    ) -> None:
+        acknowledged = self._acknowledgements.pop(mid, None)
+        if acknowledged is not None and not acknowledged.done():
+            acknowledged.set_result(reason_code)
+        super()._on_publish(client, userdata, mid, reason_code, properties)
 
     def _on_socket_open(self, client: paho.Client, userdata: object, sock: PahoSocket) -> None:
         with contextlib.suppress(OSError, AttributeError):  # not TCP (a websocket): nothing to set
@@ -124,14 +167,14 @@ class MqttSession:
         self.spec = spec
         self._handler = handler
         self._on_connect = on_connect
-        self._client: aiomqtt.Client | None = None
+        self._client: _Client | None = None
         self.connected = asyncio.Event()
         self.handler_errors = 0
         # Built once, so that bad TLS files fail here (ConfigError naming the field) and not on
         # every reconnect attempt; reconnects reuse it (a renewed certificate needs a restart).
         self._tls_context = client_context(spec.endpoint)
 
-    def _new_client(self) -> aiomqtt.Client:
+    def _new_client(self) -> _Client:
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = self.spec.session_expiry_s
         return _Client(
@@ -222,7 +265,8 @@ class MqttSession:
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Publish with QoS 1 once the broker acknowledged it, waiting out disconnections. Retries
         back off like reconnects (capped, full jitter): thousands of clients of one overloaded
-        process must not retry in lockstep, nor each log every attempt."""
+        process must not retry in lockstep, nor each log every attempt. A refusal by the broker
+        raises `PublishRefused` at once."""
         attempt = 0
         while True:
             await self.connected.wait()
@@ -231,7 +275,7 @@ class MqttSession:
                 await asyncio.sleep(0.05)
                 continue
             try:
-                await client.publish(topic, payload, qos=1, retain=retain)
+                await client.publish_acknowledged(topic, payload, retain=retain)
                 return
             except aiomqtt.MqttError as exc:
                 delay = full_jitter_delay(attempt)

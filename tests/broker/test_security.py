@@ -3,6 +3,7 @@ connect, and each identity publishes and reads only what the fleet's ACL grants 
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import queue
 import threading
@@ -18,6 +19,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from broker.launcher import FleetBrokers, FleetSecurity, RunningBroker, start_fleet_brokers
 from nacelle.config import BrokerEndpoint
 from nacelle.keys import aggregator_id, create_fleet, node_id
+from nacelle.mqtt import MqttSession, PublishRefused, SessionSpec
 from nacelle.pki import TlsLayout, ensure_pki
 from nacelle.tls import client_context
 from wire.topics import MODEL_TOPIC, RegionTopics
@@ -165,6 +167,22 @@ def test_a_node_cannot_publish_on_another_nodes_topic(brokers: FleetBrokers, pee
 
     # In order on one connection: once A's own update is in, the forged one would be too.
     assert aggregator.received(within_s=1.0) == [(NORTH.update(A), b"A as A")]
+
+
+async def test_a_session_raises_when_the_broker_refuses_its_publish(brokers: FleetBrokers) -> None:
+    # mosquitto answers an ACL refusal with a PUBACK, reason 0x87; aiomqtt's own publish returns
+    # as if the message were delivered.
+    session = MqttSession(SessionSpec("node-a", brokers.regions["north"].endpoint(A)))
+    task = asyncio.create_task(session.run())
+    try:
+        await asyncio.wait_for(session.connected.wait(), 10)
+        with pytest.raises(PublishRefused, match="Not authorized") as refused:
+            await asyncio.wait_for(session.publish(NORTH.update(B), b"A as B"), 10)
+        assert refused.value.topic == NORTH.update(B)
+        await asyncio.wait_for(session.publish(NORTH.update(A), b"A as A"), 10)  # granted: returns
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def test_a_node_can_neither_forge_a_model_nor_read_other_nodes_updates(
