@@ -6,7 +6,8 @@ msgpack and schema, the signature of a node of the fleet registry, sender = the 
 the sender's registered region = the topic's region = the envelope's, the values
 (`wire.messages.parse_alert`: finite, score above a positive threshold), and that neither the
 window nor the message comes from further ahead of our clock than `max_clock_skew_s`. A
-refusal is logged (who, what, why) and counted by reason, like a refused partial. Alerts of a
+refusal is logged (who, what, why), counted by reason, and written too (`nacelle_alert_refusal`):
+a forged or misrouted alert shows on the dashboards, not only in the cloud core's log. Alerts of a
 suspended node are accepted: suspension is about its model updates, and its bearings can fail
 all the same.
 
@@ -16,6 +17,10 @@ Schema, which dashboards are built on (add fields, never rename):
                     fields score (float, the window's raw reconstruction error), threshold (float),
                     ratio (float, score / threshold), model_version (int), suppressed (int)
                     time: when the window was recorded, ms
+    nacelle_alert_refusal
+                    tags region (the topic's), reason (wire.errors.RejectReason)
+                    fields node (string, the topic's node: who it claims to be), count (int, 1)
+                    time: when it arrived, µs
 
 Writing never holds up the MQTT handler (and with it the partials behind an alert): accepted
 alerts wait in a bounded list that a background task writes in batches. The price: the broker
@@ -44,6 +49,7 @@ from wire.topics import alert_topic_ids
 log = logging.getLogger(__name__)
 
 MEASUREMENT = "nacelle_alert"
+REFUSAL_MEASUREMENT = "nacelle_alert_refusal"
 
 
 def validate_alert(
@@ -93,6 +99,18 @@ def alert_point(alert: NodeAlert) -> Point:
     )
 
 
+def refusal_point(topic: str, reason: RejectReason, at: float) -> Point:
+    region, node = alert_topic_ids(topic) or ("?", "?")
+    return (
+        Point(REFUSAL_MEASUREMENT)
+        .tag("region", region)
+        .tag("reason", reason.value)
+        .field("node", node)
+        .field("count", 1)
+        .time(round(at * 1_000_000), WritePrecision.US)  # two refusals in one ms stay two points
+    )
+
+
 class AlertIngest:
     """Verifies the alerts the cloud core's session hands it and writes them (when `metrics`)."""
 
@@ -112,16 +130,19 @@ class AlertIngest:
         self._worker: asyncio.Task[None] | None = None
         self.accepted = 0
         self.refused: Counter[str] = Counter()
-        self.written = 0  # points the writer took
-        self.dropped = 0  # accepted, never written: the list was full or the write failed
+        self.written = 0  # points (alerts and refusals) the writer took
+        self.dropped = 0  # points never written: the list was full or the write failed
 
     async def handle(self, payload: bytes, topic: str) -> NodeAlert | None:
         """Verify one alert and queue its point; None when refused (logged and counted)."""
+        now = self._clock()
         try:
-            alert = validate_alert(payload, topic, registry=self.registry, config=self.config, now=self._clock())
+            alert = validate_alert(payload, topic, registry=self.registry, config=self.config, now=now)
         except RejectedMessage as exc:
             self.refused[exc.reason.value] += 1
             log.warning("cloud refused alert on %s: %s", topic, exc)
+            if self._metrics is not None:
+                self._queue(refusal_point(topic, exc.reason, now))
             return None
         self.accepted += 1
         log.info(
@@ -140,7 +161,7 @@ class AlertIngest:
     def _queue(self, point: Point) -> None:
         if len(self._pending) >= self.config.max_pending:
             self.dropped += 1
-            log.error("cloud drops an alert: %d are already waiting for InfluxDB", len(self._pending))
+            log.error("cloud drops an alert's point: %d are already waiting for InfluxDB", len(self._pending))
             return
         self._pending.append(point)
         if self._worker is None or self._worker.done():

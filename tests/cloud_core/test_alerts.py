@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud_core.alerts import AlertIngest, alert_point, validate_alert
+from cloud_core.alerts import AlertIngest, alert_point, refusal_point, validate_alert
 from cloud_core.config import AlertsConfig
 from nacelle.keys import create_fleet, key_path
 from telemetry import MetricsWriteError, Point
@@ -23,7 +23,7 @@ from wire.errors import RejectedMessage, RejectReason
 from wire.messages import NodeAlert, alert_envelope, status_envelope
 from wire.registry import FleetRegistry
 from wire.signing import load_private_key
-from wire.topics import RegionTopics
+from wire.topics import RegionTopics, alert_topic_ids
 
 NOW = 1_763_900_000.0
 CONFIG = AlertsConfig()
@@ -178,7 +178,23 @@ async def test_ingest_counts_refusals_by_reason_and_writes_what_it_accepts(fleet
     await ingest.close()
 
     assert (ingest.accepted, dict(ingest.refused)) == (1, {"bad_signature": 1, "malformed": 1})
-    assert writer.lines == [alert_point(ALERT).to_line_protocol()] and ingest.written == 1
+    assert writer.lines == [
+        alert_point(ALERT).to_line_protocol(),
+        refusal_point(TOPIC, RejectReason.BAD_SIGNATURE, NOW).to_line_protocol(),
+        refusal_point(TOPIC, RejectReason.MALFORMED, NOW).to_line_protocol(),
+    ]
+    assert ingest.written == 3
+
+
+def test_a_refusal_point_names_the_topics_region_and_node_and_the_reason() -> None:
+    line = refusal_point(TOPIC, RejectReason.BAD_SIGNATURE, 1_700_000_000.000123).to_line_protocol()
+    region, node = alert_topic_ids(TOPIC) or ("", "")
+    assert line == f'nacelle_alert_refusal,reason=bad_signature,region={region} count=1i,node="{node}" 1700000000000123'
+    assert (
+        refusal_point("not/an/alert/topic", RejectReason.MALFORMED, 1.0)
+        .to_line_protocol()
+        .startswith("nacelle_alert_refusal,reason=malformed,region=? ")
+    )
 
 
 async def test_alerts_arriving_while_a_write_is_under_way_go_out_in_the_next_batch(fleet: Fleet) -> None:

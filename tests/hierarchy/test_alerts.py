@@ -2,7 +2,7 @@
 recording of a failing gearbox, scores it with the global model, alerts over TLS through its
 regional broker and the bridge; the cloud core, with no round open, verifies the alert and
 writes it to a real InfluxDB with the schema dashboards are built on. A forged alert on the
-same path is refused and counted."""
+same path is refused, counted, and written to InfluxDB as a refusal."""
 
 from __future__ import annotations
 
@@ -99,6 +99,7 @@ async def test_a_failing_turbines_alert_reaches_influxdb_with_no_round_open(
         await core.alerts.close()
         fields = {r["fieldKey"]: r["fieldType"] for r in influx.query_rows('SHOW FIELD KEYS FROM "nacelle_alert"')}
         tags = sorted(r["tagKey"] for r in influx.query_rows('SHOW TAG KEYS FROM "nacelle_alert"'))
+        refusals = influx.query_rows('SELECT * FROM "nacelle_alert_refusal"')
         daemon.send_signal(signal.SIGTERM)
         returncode = daemon.wait(timeout=20)
     finally:
@@ -123,4 +124,7 @@ async def test_a_failing_turbines_alert_reaches_influxdb_with_no_round_open(
     assert row["score"] > row["threshold"] > 0
     assert row["ratio"] == pytest.approx(row["score"] / row["threshold"])
     assert (core.alerts.accepted, dict(core.alerts.refused)) == (1, {"bad_signature": 1})
+    assert [(r["region"], r["reason"], r["node"], r["count"]) for r in refusals] == [
+        ("offshore", "bad_signature", NODE, 1)
+    ]
     assert returncode == 0, edge_log[-2000:]
