@@ -4,8 +4,9 @@ through the product's own paths (registry file, MQTT, daemons, model store, and 
 point `nacelle model rollback` writes):
 
 - after night 1: the operator suspends one turbine, which keeps sending (`suspended_sender` from
-  the next round its aggregator opens), and a turbine publishes an update signed with a key the
-  registry does not know (`bad_signature`);
+  the next round its aggregator opens), and a turbine publishes an update and an anomaly alert
+  signed with a key the registry does not know (`bad_signature`, at its aggregator and at the
+  cloud core);
 - night 3: a storm cuts 60% of every region's turbines off (each right after its night-2
   update), so night 3 fails quorum and keeps the model; they come back after it;
 - after night 3: the operator rolls the fleet back to v1 (as `nacelle model rollback 1`); the
@@ -37,7 +38,7 @@ from nacelle.registry_admin import set_status
 from nacelle.tls import client_context
 from telemetry import MetricsWriteError
 from wire.envelope import seal
-from wire.messages import NodeUpdate, update_envelope
+from wire.messages import NodeAlert, NodeUpdate, alert_envelope, update_envelope
 from wire.registry import FleetRegistry, NodeStatus
 
 log = logging.getLogger(__name__)
@@ -99,22 +100,28 @@ class Incidents:
         self._note(f"operator suspended {suspended}; it keeps sending updates")
         forger = context.nodes[second]
         await self._publish_forged(forger, round_id=2)
-        self._note(f"{forger.config.node_id} published a round-2 update signed with the wrong key")
+        self._note(f"{forger.config.node_id} published a round-2 update and an alert signed with the wrong key")
 
     async def _publish_forged(self, node: EdgeNode, round_id: int) -> None:
-        """An update under `node`'s own TLS identity (the broker lets it in) whose signature no
-        registered key verifies: what a turbine with a replaced, unregistered key sends."""
+        """An update and an alert under `node`'s own TLS identity (the broker lets them in) whose
+        signatures no registered key verifies: what a turbine with a replaced, unregistered key
+        sends."""
         shapes = weight_shapes(AutoencoderShape())
         delta = {name: np.zeros(shape, np.float32) for name, shape in shapes.items()}
         config = node.config
+        now = time.time()
         update = NodeUpdate(config.node_id, config.region, round_id, node.state.model_version, delta, 10, 0.1)
-        payload = seal(update_envelope(update, "int8-zstd", time.time()), Ed25519PrivateKey.generate())
+        alert = NodeAlert(config.node_id, config.region, node.state.model_version, 9.0, 1.0, now, 0)
+        key = Ed25519PrivateKey.generate()
         endpoint = self.context.region_endpoint(config.region, config.node_id)
         client = aiomqtt.Client(
             endpoint.host, endpoint.port, identifier=f"incident-{config.node_id}", tls_context=client_context(endpoint)
         )
         async with client:
-            await client.publish(node.topics.update(config.node_id), payload, qos=1)
+            await client.publish(
+                node.topics.update(config.node_id), seal(update_envelope(update, "int8-zstd", now), key), qos=1
+            )
+            await client.publish(node.topics.alert(config.node_id), seal(alert_envelope(alert, now), key), qos=1)
 
     def _arm_storm(self) -> None:
         """Each storm turbine goes offline as soon as it has published its night-2 update, so

@@ -245,7 +245,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatedFleet]:
             summary_json=tmp_path / "summary.json",
             influx_url=influx.url,
             evaluate=False,  # detection figures feed no panel
-            incidents=True,  # rejections, a suspended turbine, a failed quorum, a rollback: see simulate.incidents
+            incidents=True,  # refusals, a suspended turbine, a failed quorum, a rollback: see simulate.incidents
             faulty_share=1.0,  # every turbine develops a fault: each one's alert panels have rows
         )
         summary = asyncio.run(run_simulation(settings))
