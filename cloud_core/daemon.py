@@ -402,23 +402,34 @@ class CloudCore:
         `resume_schedule` asks to keep the cadence of the round log (a restart adds no round);
         a cron daemon waits for its first firing. An open round always resumes at once."""
         session = asyncio.create_task(self.session.run())
-        records: list[RoundRecord] = []
         at_once = (max_rounds is not None or self.config.schedule.interval_s is not None) and not resume_schedule
+        rounds = asyncio.create_task(self._run_rounds(max_rounds, at_once))
         try:
-            while max_rounds is None or len(records) < max_rounds:
-                if records or not at_once:
-                    delay = self.seconds_until_scheduled_round()
-                    if delay > 0:
-                        log.info("cloud: next round in %.0fs", delay)
-                    await self._sleep(delay)
-                records.append(await self.run_round())
-            return records
+            await asyncio.wait([session, rounds], return_when=asyncio.FIRST_COMPLETED)
+            if session.done() and not rounds.done():
+                # A session ends only by raising (a publish its broker refused): without it the
+                # rounds would wait for the model's first publication forever.
+                rounds.cancel()
+                session.result()
+            return await rounds
         finally:
+            rounds.cancel()
             session.cancel()
-            await asyncio.gather(session, return_exceptions=True)
+            await asyncio.gather(session, rounds, return_exceptions=True)
             await self.alerts.close()
             if self.metrics is not None:
                 self.metrics.close()
+
+    async def _run_rounds(self, max_rounds: int | None, at_once: bool) -> list[RoundRecord]:
+        records: list[RoundRecord] = []
+        while max_rounds is None or len(records) < max_rounds:
+            if records or not at_once:
+                delay = self.seconds_until_scheduled_round()
+                if delay > 0:
+                    log.info("cloud: next round in %.0fs", delay)
+                await self._sleep(delay)
+            records.append(await self.run_round())
+        return records
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -8,13 +8,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_core.model_store import ModelStore, ModelStoreError, ModelVersion, weights_digest
 from learning.model import Weights
 from nacelle.config import BrokerEndpoint
-from nacelle.tls import client_context
+from nacelle.mqtt import publish_once
 from wire.envelope import seal
 from wire.messages import ModelRelease, model_envelope
 from wire.topics import MODEL_TOPIC
@@ -94,15 +93,8 @@ async def publish_release(
     endpoint: BrokerEndpoint, meta: ModelVersion, weights: Weights, signer: str, key: Ed25519PrivateKey
 ) -> None:
     """Publish `meta` as the retained, signed global model, as a short-lived client of its own
-    (the cloud core daemon may be connected under its client id at the same time)."""
+    (the cloud core daemon may be connected under its client id at the same time). Raises
+    PublishRefused when the broker's ACL does not grant the endpoint's identity the model topic."""
     release = ModelRelease(meta.version, meta.round_id, meta.parent_version, weights)
     payload = seal(model_envelope(release, signer, meta.created_at), key)
-    client = aiomqtt.Client(
-        endpoint.host,
-        endpoint.port,
-        identifier=f"nacelle-model-admin-{meta.version}",
-        tls_context=client_context(endpoint),
-        timeout=10,
-    )
-    async with client:
-        await client.publish(MODEL_TOPIC, payload, qos=1, retain=True)
+    await publish_once(endpoint, f"nacelle-model-admin-{meta.version}", [(MODEL_TOPIC, payload)], retain=True)

@@ -33,6 +33,8 @@ def _setup_logging(verbose: bool) -> None:
 
 
 async def _until_signalled(main: asyncio.Future) -> None:
+    from nacelle.mqtt import PublishRefused
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, main.cancel)
@@ -40,6 +42,8 @@ async def _until_signalled(main: asyncio.Future) -> None:
         await main
     except asyncio.CancelledError:
         logging.getLogger("nacelle").info("stopped by signal")
+    except PublishRefused as exc:  # retrying cannot help a daemon its broker will not hear
+        raise ServiceError(f"{exc}; does the broker's ACL grant the identity of this daemon's certificate?") from exc
 
 
 def _run_edge(args: argparse.Namespace) -> int:

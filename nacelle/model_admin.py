@@ -57,6 +57,7 @@ def run_model(args: argparse.Namespace) -> int:
     from cloud_core.lifecycle import format_versions, publish_release, rollback, version_lines
     from cloud_core.model_store import ModelStore
     from learning.model import AutoencoderShape, weight_shapes
+    from nacelle.mqtt import PublishRefused
     from wire.registry import FleetRegistry
     from wire.signing import load_private_key
 
@@ -77,7 +78,7 @@ def run_model(args: argparse.Namespace) -> int:
         key = load_private_key(config.private_key_path)
         try:
             asyncio.run(publish_release(config.broker, meta, weights, cloud_id, key))
-        except aiomqtt.MqttError as exc:
+        except (aiomqtt.MqttError, PublishRefused) as exc:
             raise ServiceError(
                 f"stored v{meta.version} but could not publish it to {config.broker.host}:{config.broker.port} "
                 f"({exc}); the cloud core publishes it when its next round opens"

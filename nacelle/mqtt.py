@@ -287,6 +287,27 @@ class MqttSession:
                 await asyncio.sleep(delay)
 
 
+async def publish_once(
+    endpoint: BrokerEndpoint, client_id: str, messages: Sequence[tuple[str, bytes]], *, retain: bool = False
+) -> None:
+    """Publish `messages` (topic, payload) with QoS 1 as a short-lived client of its own, each
+    acknowledged before the next: for one-shot tools, not daemons (no reconnection, no retry).
+    Raises `PublishRefused` when the broker refuses one, aiomqtt.MqttError when it cannot connect
+    or send."""
+    client = _Client(
+        endpoint.host,
+        endpoint.port,
+        identifier=client_id,
+        protocol=aiomqtt.ProtocolVersion.V5,  # a refusal is only told in an MQTT v5 PUBACK
+        keepalive=endpoint.keepalive_s,
+        tls_context=client_context(endpoint),
+        timeout=10,
+    )
+    async with client:
+        for topic, payload in messages:
+            await client.publish_acknowledged(topic, payload, retain=retain)
+
+
 class _DeferredAcks:
     """Acknowledgements held until `barrier` (SessionSpec.ack_after) has returned after them."""
 

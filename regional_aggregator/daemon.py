@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from learning.model import AutoencoderShape, weight_shapes
 from learning.robust import Aggregate, RegionAggregate, WeightedUpdate, aggregate_region, fedavg_from_sum, flatten
 from nacelle.files import write_atomically
-from nacelle.mqtt import MqttSession, SessionSpec
+from nacelle.mqtt import MqttSession, PublishRefused, SessionSpec
 from regional_aggregator.config import RegionConfig
 from regional_aggregator.round_state import RegionalRound
 from regional_aggregator.update_log import UpdateLog
@@ -261,7 +261,20 @@ class RegionalAggregator:
         aggregate = self._aggregate(closing)
         partial = closing.to_partial(aggregate)
         payload = seal(partial_envelope(partial, self.aggregator_id, self._clock()), self._key)
-        await self.session.publish(self.topics.partial, payload)
+        try:
+            await self.session.publish(self.topics.partial, payload)
+        except PublishRefused as exc:
+            log.error(
+                "region %s could not hand in round %d: %s. Its %d updates stay in the log: once the "
+                "broker's ACL grants %s the topic, a restart closes the round again (until the cloud "
+                "opens the next one)",
+                self.config.region,
+                closing.round_id,
+                exc,
+                len(closing.nodes),
+                self.aggregator_id,
+            )
+            return
         self.last_closed_round = closing.round_id
         write_atomically(self._state_path, json.dumps({"last_closed_round": closing.round_id}).encode())
         self.log.discard(closing.round_id)

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiomqtt
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -34,8 +33,8 @@ from cloud_core.model_store import ModelStore
 from edge_node.node import EdgeNode
 from learning.model import AutoencoderShape, weight_shapes
 from nacelle.config import BrokerEndpoint
+from nacelle.mqtt import publish_once
 from nacelle.registry_admin import set_status
-from nacelle.tls import client_context
 from telemetry import MetricsWriteError
 from wire.envelope import seal
 from wire.messages import NodeAlert, NodeUpdate, alert_envelope, update_envelope
@@ -114,14 +113,14 @@ class Incidents:
         alert = NodeAlert(config.node_id, config.region, node.state.model_version, 9.0, 1.0, now, 0)
         key = Ed25519PrivateKey.generate()
         endpoint = self.context.region_endpoint(config.region, config.node_id)
-        client = aiomqtt.Client(
-            endpoint.host, endpoint.port, identifier=f"incident-{config.node_id}", tls_context=client_context(endpoint)
+        await publish_once(
+            endpoint,
+            f"incident-{config.node_id}",
+            [
+                (node.topics.update(config.node_id), seal(update_envelope(update, "int8-zstd", now), key)),
+                (node.topics.alert(config.node_id), seal(alert_envelope(alert, now), key)),
+            ],
         )
-        async with client:
-            await client.publish(
-                node.topics.update(config.node_id), seal(update_envelope(update, "int8-zstd", now), key), qos=1
-            )
-            await client.publish(node.topics.alert(config.node_id), seal(alert_envelope(alert, now), key), qos=1)
 
     def _arm_storm(self) -> None:
         """Each storm turbine goes offline as soon as it has published its night-2 update, so

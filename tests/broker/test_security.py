@@ -7,6 +7,7 @@ import asyncio
 import gc
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,11 +18,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from broker.launcher import FleetBrokers, FleetSecurity, RunningBroker, start_fleet_brokers
+from cloud_core.lifecycle import publish_release
+from cloud_core.model_store import ModelVersion
+from learning.model import AutoencoderShape, initial_weights
 from nacelle.config import BrokerEndpoint
-from nacelle.keys import aggregator_id, create_fleet, node_id
-from nacelle.mqtt import MqttSession, PublishRefused, SessionSpec
+from nacelle.keys import aggregator_id, create_fleet, key_path, node_id
+from nacelle.mqtt import MqttSession, PublishRefused, SessionSpec, publish_once
 from nacelle.pki import TlsLayout, ensure_pki
 from nacelle.tls import client_context
+from wire.signing import load_private_key
 from wire.topics import MODEL_TOPIC, RegionTopics
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(60)]
@@ -183,6 +188,23 @@ async def test_a_session_raises_when_the_broker_refuses_its_publish(brokers: Fle
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_one_shot_publish_raises_when_the_broker_refuses_it(brokers: FleetBrokers, fleet_dir: Path) -> None:
+    north = brokers.regions["north"].endpoint(A)
+    with pytest.raises(PublishRefused, match="Not authorized"):
+        await asyncio.wait_for(
+            publish_once(north, "one-shot-a", [(NORTH.update(A), b"A"), (NORTH.update(B), b"B")]), 10
+        )
+    await asyncio.wait_for(publish_once(north, "one-shot-a", [(NORTH.update(A), b"A as A")]), 10)
+
+    # `nacelle model rollback` publishes the release with the identity of the cloud's config.
+    release = ModelVersion(2, 1, 1, time.time(), "")
+    weights = initial_weights(AutoencoderShape(), 0)
+    key = load_private_key(key_path(fleet_dir, "cloud"))
+    with pytest.raises(PublishRefused, match=MODEL_TOPIC):
+        await asyncio.wait_for(publish_release(brokers.cloud.endpoint(A), release, weights, "cloud", key), 10)
+    await asyncio.wait_for(publish_release(brokers.cloud.endpoint("cloud"), release, weights, "cloud", key), 10)
 
 
 def test_a_node_can_neither_forge_a_model_nor_read_other_nodes_updates(
