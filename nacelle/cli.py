@@ -66,7 +66,7 @@ def _run_region(args: argparse.Namespace) -> int:
     aggregator = RegionalAggregator.from_config(load_config(RegionConfig, args.config))
 
     async def main() -> None:
-        await _until_signalled(asyncio.ensure_future(aggregator.session.run()))
+        await _until_signalled(asyncio.ensure_future(aggregator.run()))
 
     asyncio.run(main())
     return 0

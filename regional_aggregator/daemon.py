@@ -18,6 +18,7 @@ from learning.robust import Aggregate, RegionAggregate, WeightedUpdate, aggregat
 from nacelle.files import write_atomically
 from nacelle.mqtt import MqttSession, PublishRefused, SessionSpec
 from regional_aggregator.config import RegionConfig
+from regional_aggregator.refusal_counts import RefusalCountsFile, RoundRefusals
 from regional_aggregator.round_state import RegionalRound
 from regional_aggregator.update_log import UpdateLog
 from regional_aggregator.validation import UpdateLimits, decode_logged, reread_logged, validate_update
@@ -57,7 +58,6 @@ class RegionalAggregator:
         self.round: RegionalRound | None = None
         self._deadline_task: asyncio.Task[None] | None = None
         self._registry_mtime = config.registry_path.stat().st_mtime_ns if config.registry_path.exists() else None
-        self._unassigned_rejections: Counter[str] = Counter()
         self.rejections: Counter[str] = Counter()
         self.partials_published = 0
         self._last_accepted_at = 0.0  # when the open round counted its latest update
@@ -68,6 +68,12 @@ class RegionalAggregator:
         self.last_closed_round = (
             json.loads(self._state_path.read_text())["last_closed_round"] if self._state_path.exists() else 0
         )
+        self._refusals_file = RefusalCountsFile(config.state_dir / "refusals.json")
+        saved = self._refusals_file.load()
+        # Refused before any round opened: counted in the next. Those of a round still to be
+        # handed in are counted again when its retained announcement reopens it.
+        self._unassigned_rejections = saved.counts if saved.round_id is None else Counter()
+        self._reopened_refusals = saved if (saved.round_id or 0) > self.last_closed_round else None
         offline = seal(status_envelope(self.aggregator_id, config.region, "offline", -1, clock()), signing_key)
         self.session = MqttSession(
             SessionSpec(
@@ -81,6 +87,13 @@ class RegionalAggregator:
             handler=self._on_message,
             on_connect=self._on_connect,
         )
+
+    async def run(self) -> None:
+        """The daemon until cancelled: its session, then the refusal counts saved."""
+        try:
+            await self.session.run()
+        finally:
+            self._refusals_file.flush()
 
     @classmethod
     def from_config(cls, config: RegionConfig) -> RegionalAggregator:
@@ -131,6 +144,9 @@ class RegionalAggregator:
         self.round = RegionalRound.open(self.config.region, announcement, expected, self._shapes)
         self.round.rejected.update(self._unassigned_rejections)
         self._unassigned_rejections.clear()
+        reopened, self._reopened_refusals = self._reopened_refusals, None
+        if reopened is not None and reopened.round_id == announcement.round_id:
+            self.round.rejected.update(reopened.counts)
         for stale in self.log.rounds():
             if stale != announcement.round_id:
                 self.log.discard(stale)  # a round that closed, or one the cloud moved past while we were down
@@ -216,8 +232,10 @@ class RegionalAggregator:
         self.rejections[exc.reason.value] += 1
         if self.round is not None:
             self.round.reject(exc.reason)
+            self._refusals_file.save_soon(RoundRefusals(self.round.round_id, self.round.rejected))
         else:
             self._unassigned_rejections[exc.reason.value] += 1
+            self._refusals_file.save_soon(RoundRefusals(None, self._unassigned_rejections))
         log.warning("region %s refused %s from %s: %s", self.config.region, what, sender, exc)
 
     async def _close_at_deadline(self, regional_round: RegionalRound) -> None:
@@ -277,6 +295,7 @@ class RegionalAggregator:
             return
         self.last_closed_round = closing.round_id
         write_atomically(self._state_path, json.dumps({"last_closed_round": closing.round_id}).encode())
+        self._refusals_file.save(RoundRefusals(None, self._unassigned_rejections))
         self.log.discard(closing.round_id)
         self.partials_published += 1
         suspects = sorted(

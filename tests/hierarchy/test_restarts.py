@@ -23,6 +23,7 @@ from learning.model import AutoencoderShape, Weights, initial_weights, weight_sh
 from nacelle.config import write_config
 from nacelle.keys import aggregator_id, key_path, registry_path
 from nacelle.processes import start_process, stop_process
+from regional_aggregator.refusal_counts import RefusalCountsFile
 from regional_aggregator.update_log import UpdateLog
 from tests.hierarchy.conftest import FLEET, Fleet, announced_round, first_message
 from wire.envelope import seal
@@ -146,6 +147,10 @@ async def test_aggregator_killed_mid_round_loses_nothing(
             await updates.publish(node, announcement)
         log = UpdateLog(tmp_path / "agg-onshore" / "updates")
         await _until(lambda: len(list(log.read(announcement.round_id))) == 3, what="3 logged updates")
+        async with fleet.client("onshore", onshore_nodes[3], identifier="test-garbled") as client:
+            await client.publish(RegionTopics("onshore").update(onshore_nodes[3]), b"\xc1 garbled", qos=1)
+        refusals = RefusalCountsFile(tmp_path / "agg-onshore" / "refusals.json")
+        await _until(lambda: refusals.load().counts == {"malformed": 1}, what="the refusal counted on disk")
 
         _kill(onshore)
         for node in onshore_nodes[3:]:  # queued by the broker for the aggregator's session
@@ -158,6 +163,7 @@ async def test_aggregator_killed_mid_round_loses_nothing(
 
     assert record.status == "published"
     assert record.updates_accepted == sum(FLEET.values())
+    assert record.regions["onshore"]["rejected"] == {"malformed": 1}  # counted before the kill
     assert "3 updates recovered from the log" in (tmp_path / "region-onshore.log").read_text()
     updates.assert_model_is_fedavg_of_all(core.weights)
 
