@@ -73,6 +73,7 @@ class CloudCore:
         self.store = ModelStore(config.state_dir)
         self._round_log = config.state_dir / "rounds.jsonl"
         self._open_path = config.state_dir / "open_round.json"
+        self._closing_path = config.state_dir / "closing_round.json"
         self._partials_dir = config.state_dir / "partials"
         latest = self.store.latest(list(self._shapes))
         if latest is None:
@@ -312,6 +313,18 @@ class CloudCore:
             and self.model.details.get("event") == "published"
         )
 
+    def _closing_time(self, round_id: int) -> float:
+        """When the round first closed. A cloud core that died after writing the round's metrics
+        and before logging the round closes it again: its points, written again at the same
+        time, are the same InfluxDB points (series and time) and stored once, not twice."""
+        with contextlib.suppress(FileNotFoundError):
+            closing = json.loads(self._closing_path.read_text())
+            if closing["round_id"] == round_id:
+                return float(closing["closed_at"])
+        now = self._clock()
+        _write_json(self._closing_path, {"round_id": round_id, "closed_at": now})
+        return now
+
     async def _finish(self, cloud_round: CloudRound) -> RoundRecord:
         self._refresh_model()
         already_stored = self._finished_before_a_crash(cloud_round)
@@ -324,7 +337,7 @@ class CloudCore:
         status, reason, holdout_loss = self._verdict(cloud_round, candidate, quorum)
         if reason:
             log.warning("cloud: round %d keeps model v%d: %s", cloud_round.round_id, parent.version, reason)
-        now = self._clock()
+        now = self._closing_time(cloud_round.round_id)
         published = status == "published" and candidate is not None
         record = round_record(
             cloud_round,
@@ -366,6 +379,7 @@ class CloudCore:
             handle.flush()
             os.fsync(handle.fileno())
         self._open_path.unlink(missing_ok=True)
+        self._closing_path.unlink(missing_ok=True)
         self.round = None
         self.partials_refused = 0
         log.info(

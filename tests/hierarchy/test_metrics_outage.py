@@ -116,3 +116,61 @@ async def test_influxdb_down_at_round_close_loses_no_point_and_stores_none_twice
         rows = influx.query_rows('SELECT "num_samples" FROM "nacelle_node" GROUP BY "node"')
         assert sorted(row["node"] for row in rows) == sorted(nodes)  # each node once
         assert spooled.points_written == sum(produced.values())
+
+
+class Crash(Exception):
+    """The cloud core's process dying at this point."""
+
+
+class DiesAfterWriting:
+    """The cloud core's writer, wrapped: hands the round's points over, then the process dies
+    (before the round is logged)."""
+
+    def __init__(self, inner: MetricsWriter) -> None:
+        self.inner = inner
+
+    @property
+    def points_written(self) -> int:
+        return self.inner.points_written
+
+    def write(self, points: Sequence[Point]) -> int:
+        self.inner.write(points)
+        raise Crash
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+async def test_a_round_closed_again_after_a_crash_stores_its_points_once(
+    fleet: Fleet, tmp_path: Path, running: list[asyncio.Task[None]]
+) -> None:
+    with start_influxdb(tmp_path / "influx") as influx:
+        aggregators = [fleet.aggregator(region, tmp_path / f"agg-{region}") for region in FLEET]
+        running.extend(asyncio.create_task(a.session.run()) for a in aggregators)
+        await asyncio.gather(*(a.session.connected.wait() for a in aggregators))
+        settings: dict[str, object] = {
+            "schedule": {"regional_deadline_s": 60, "global_deadline_s": 90},
+            "influx": {"url": influx.url, "database": influx.database},
+        }
+        core = fleet.cloud(tmp_path / "cloud", **settings)
+        assert core.metrics is not None
+        core.metrics = DiesAfterWriting(core.metrics)
+        dying = asyncio.create_task(core.run(max_rounds=1))
+        running.append(dying)
+        nodes = await publish_updates(fleet)
+        with pytest.raises(Crash):
+            await asyncio.wait_for(dying, 60)
+        assert not (tmp_path / "cloud" / "rounds.jsonl").exists()
+
+        restarted = fleet.cloud(tmp_path / "cloud", **settings)
+        [record] = await asyncio.wait_for(restarted.run(max_rounds=1), 60)
+        assert record.status == "published" and record.updates_accepted == len(nodes)
+        spooled = restarted.metrics
+        assert isinstance(spooled, SpooledWriter)
+        assert await asyncio.to_thread(spooled.drain, 60)
+
+        # Written twice, stored once: the same series at the same time is one point.
+        rounds = influx.query_rows('SELECT "updates_accepted" FROM "nacelle_round"')
+        assert [row["updates_accepted"] for row in rounds] == [len(nodes)]
+        [count] = influx.query_rows('SELECT count("round") FROM "nacelle_node"')
+        assert count["count"] == len(nodes)
