@@ -4,6 +4,7 @@ how far it has scored its buffer for alerts (so a restart neither alerts twice n
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -99,9 +100,9 @@ class NodeStateStore:
     def save_residual(self, residual: Residual) -> None:
         arrays = {f"values/{name}": array for name, array in residual.values.items()}
         arrays.update({f"previous/{name}": array for name, array in (residual.previous or {}).items()})
-        temporary = self.directory / "residual.tmp.npz"
-        np.savez(temporary, round=np.int64(residual.round_id), **arrays)
-        temporary.replace(self._residual_path)
+        packed = io.BytesIO()
+        np.savez(packed, round=np.int64(residual.round_id), **arrays)
+        write_atomically(self._residual_path, packed.getvalue(), durable=False)
 
     def clear_residual(self) -> None:
         self._residual_path.unlink(missing_ok=True)

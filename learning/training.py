@@ -65,22 +65,22 @@ def train_local(
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate, fused=True)
     data = torch.from_numpy(np.asarray(windows, np.float32)).to(device)
     loss_fn = nn.MSELoss()
-    epoch_loss = 0.0
+    # Summed on the device and read once: reading each step's loss waits for a GPU every step.
+    epoch_total = torch.zeros((), device=device)
     for _ in range(config.epochs):
         order = torch.randperm(len(data), generator=generator).to(device)
-        total = 0.0
+        epoch_total = torch.zeros((), device=device)
         for start in range(0, len(data), config.batch_size):
             batch = data[order[start : start + config.batch_size]]
             optimiser.zero_grad(set_to_none=True)
             loss = loss_fn(model(batch), batch)
             loss.backward()
             optimiser.step()
-            total += float(loss.detach()) * len(batch)
-        epoch_loss = total / len(data)
+            epoch_total += loss.detach() * len(batch)
     return LocalResult(
         delta=subtract(get_weights(model), global_weights),
         num_samples=len(data),
-        train_loss=epoch_loss,
+        train_loss=float(epoch_total) / len(data),
     )
 
 
