@@ -107,14 +107,18 @@ class ModelConfig(BaseModel):
 
 class InfluxConfig(BaseModel):
     """Where round metrics go (telemetry): `api = "v1"` writes InfluxDB 1.x `/write` into
-    `database`; `api = "v2"` writes `/api/v2/write` into `bucket` of `org` with a token. Either
-    way through a spool under state_dir, so an outage loses nothing (up to spool_max_bytes)."""
+    `database` (as `username` when the server has authentication on); `api = "v2"` writes
+    `/api/v2/write` into `bucket` of `org` with a token. Either way through a spool under
+    state_dir, so an outage loses nothing (up to spool_max_bytes)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str | None = Field(None, description="InfluxDB base URL; metrics are off when unset")
     api: Literal["v1", "v2"] = "v1"
     database: str = Field("nacelle", min_length=1, description="v1: the database (it must exist)")
+    username: str | None = Field(None, min_length=1, description="v1: user, when authentication is on")
+    password: SecretStr | None = Field(None, description="v1: the user's password (prefer password_file)")
+    password_file: FilePath | None = Field(None, description="v1: file holding the user's password")
     org: str | None = Field(None, min_length=1, description="v2: the organization")
     bucket: str | None = Field(None, min_length=1, description="v2: the bucket")
     # token_file keeps the secret out of a config file that is copied around and of `ps`.
@@ -134,12 +138,21 @@ class InfluxConfig(BaseModel):
 
     @model_validator(mode="after")
     def _fields_of_api(self) -> InfluxConfig:
+        v1_fields = {"username": self.username, "password": self.password, "password_file": self.password_file}
         v2_fields = {"org": self.org, "bucket": self.bucket, "token": self.token, "token_file": self.token_file}
         if self.api == "v1":
             given = [name for name, value in v2_fields.items() if value is not None]
             if given:
                 raise ValueError(f"{', '.join(given)} apply only to api = 'v2' (api is 'v1')")
+            if self.password is not None and self.password_file is not None:
+                raise ValueError("give password or password_file, not both")
+            has_password = self.password is not None or self.password_file is not None
+            if has_password != (self.username is not None):
+                raise ValueError("username needs password (or password_file), and a password needs username")
             return self
+        given = [name for name, value in v1_fields.items() if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} apply only to api = 'v1' (api is 'v2')")
         if self.token is not None and self.token_file is not None:
             raise ValueError("give token or token_file, not both")
         missing = [name for name in ("org", "bucket") if v2_fields[name] is None]
@@ -151,12 +164,23 @@ class InfluxConfig(BaseModel):
 
     def api_token(self) -> str:
         """The v2 token, read from token_file when that is how it is given."""
-        if self.token_file is None:
-            return self.token.get_secret_value() if self.token is not None else ""
-        token = self.token_file.read_text().strip()
-        if not token:
-            raise ValueError(f"influx.token_file {self.token_file} is empty")
-        return token
+        return _secret(self.token, self.token_file, "influx.token_file")
+
+    def v1_credentials(self) -> tuple[str, str] | None:
+        """(username, password), the password read from password_file when that is how it is
+        given; None when the server has no authentication."""
+        if self.username is None:
+            return None
+        return self.username, _secret(self.password, self.password_file, "influx.password_file")
+
+
+def _secret(value: SecretStr | None, path: Path | None, field: str) -> str:
+    if path is None:
+        return value.get_secret_value() if value is not None else ""
+    secret = path.read_text().strip()
+    if not secret:
+        raise ValueError(f"{field} {path} is empty")
+    return secret
 
 
 class AlertsConfig(BaseModel):

@@ -16,7 +16,13 @@ def influx_sender(config: InfluxConfig) -> LineProtocolWriter:
     if config.url is None:
         raise ValueError("influx.url is not set")
     if config.api == "v1":
-        return InfluxV1Writer(config.url, config.database, timeout_s=config.timeout_s, batch_size=config.batch_size)
+        return InfluxV1Writer(
+            config.url,
+            config.database,
+            timeout_s=config.timeout_s,
+            batch_size=config.batch_size,
+            auth=config.v1_credentials(),
+        )
     assert config.org is not None and config.bucket is not None  # InfluxConfig checked them
     return InfluxV2Writer(
         config.url,

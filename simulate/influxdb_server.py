@@ -2,7 +2,8 @@
 
 Everything it stores lives under one work directory and it listens on loopback only, so several
 can run side by side and none touches /var/lib/influxdb or port 8086/8088. Not a way to run
-InfluxDB in production: there is no auth, no TLS and no retention tuning here.
+InfluxDB in production: there is no TLS and no retention tuning here, and authentication only
+when asked for (`admin`: the tests of writing with a user and password).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ bind-address = "127.0.0.1:{rpc_port}"
 [http]
   enabled = true
   bind-address = "127.0.0.1:{http_port}"
-  auth-enabled = false
+  auth-enabled = {auth_enabled}
   log-enabled = false
   pprof-enabled = false
   unix-socket-enabled = false
@@ -67,6 +68,10 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _quote_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 @dataclass
 class RunningInfluxDB:
     """A started influxd; `stop()` it (or use it as a context manager) when done."""
@@ -80,6 +85,7 @@ class RunningInfluxDB:
     port: int
     timeout_s: float = 30.0
     start_s: float = field(default=0.0, compare=False)  # seconds the last (re)start took
+    admin: tuple[str, str] | None = field(default=None, repr=False)  # user and password, with auth on
 
     def query(self, influxql: str, *, epoch: str | None = "ms") -> list[dict[str, Any]]:
         """Raw series (name, tags, columns, values) of the first statement; [] when no rows.
@@ -90,7 +96,7 @@ class RunningInfluxDB:
         if epoch:
             params["epoch"] = epoch
         # POST, because 1.x refuses statements that change state (CREATE, DROP, INTO) over GET.
-        response = httpx.post(f"{self.url}/query", params=params, timeout=10.0)
+        response = httpx.post(f"{self.url}/query", params=params, auth=self.admin, timeout=10.0)
         body = response.json()
         if response.status_code != 200 or "error" in body:
             raise ServiceError(f"InfluxQL {influxql!r}: HTTP {response.status_code} {body}")
@@ -160,8 +166,11 @@ def start_influxdb(
     database: str = "nacelle",
     port: int | None = None,
     timeout_s: float = 30,
+    admin: tuple[str, str] | None = None,
 ) -> RunningInfluxDB:
-    """Start influxd with all state under `workdir`, wait until it answers, create `database`."""
+    """Start influxd with all state under `workdir`, wait until it answers, create `database`.
+    With `admin` (user, password), authentication is on and that user, with all privileges,
+    is the only one."""
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     http_port = port or free_tcp_port()
@@ -175,6 +184,7 @@ def start_influxdb(
             **{name: json.dumps(str(workdir / name)) for name in ("meta", "data", "wal")},
             rpc_port=rpc_port,
             http_port=http_port,
+            auth_enabled=json.dumps(admin is not None),
         )
     )
     log_path = workdir / "influxd.log"
@@ -192,6 +202,11 @@ def start_influxdb(
         start_s=start_s,
     )
     try:
+        if admin is not None:  # 1.x lets anyone create the first admin user, and nothing else
+            user, password = admin
+            grant = "WITH ALL PRIVILEGES"
+            server.query(f"CREATE USER {_quote_ident(user)} WITH PASSWORD {_quote_string(password)} {grant}")
+            server.admin = admin
         server.query(f"CREATE DATABASE {_quote_ident(database)}")
     except BaseException:
         server.stop()

@@ -230,7 +230,9 @@ def _error_text(response: httpx.Response) -> str:
 
 
 class InfluxV1Writer(LineProtocolWriter):
-    """InfluxDB 1.x `/write` into `database`; one instance holds one keep-alive connection pool."""
+    """InfluxDB 1.x `/write` into `database`; one instance holds one keep-alive connection pool.
+    With `auth` (user, password), for a server with authentication on: HTTP basic auth, which
+    1.x accepts like its `u` and `p` parameters but keeps out of URLs and logs."""
 
     def __init__(
         self,
@@ -243,6 +245,7 @@ class InfluxV1Writer(LineProtocolWriter):
         backoff_max_s: float = 10.0,
         batch_size: int = DEFAULT_BATCH_SIZE,
         transport: httpx.BaseTransport | None = None,
+        auth: tuple[str, str] | None = None,
     ) -> None:
         super().__init__(
             max_attempts=max_attempts,
@@ -253,7 +256,7 @@ class InfluxV1Writer(LineProtocolWriter):
         self.url = url.rstrip("/")
         self.database = database
         self.target = f"{self.url}/write"
-        self._client = httpx.Client(timeout=timeout_s, transport=transport)
+        self._client = httpx.Client(timeout=timeout_s, transport=transport, auth=auth)
 
     def check(self) -> None:
         # An empty write stores nothing but answers 404 for a missing database and 401 without

@@ -78,6 +78,16 @@ def test_v2_reads_its_token_from_a_file_and_never_shows_it(tmp_path: Path) -> No
         ({"url": "http://h", "spool_max_bytes": 1000}, "influx.spool_max_bytes: Input should be greater than"),
         ({"url": "http://h", "token_file": "/no/such/token"}, "influx.token_file: Path does not point to a file"),
         ({"url": "http://h", "databse": "x"}, "influx.databse: Extra inputs are not permitted"),
+        ({"url": "http://h", "username": "nacelle"}, "username needs password (or password_file)"),
+        ({"url": "http://h", "password": "secret"}, "a password needs username"),
+        (
+            {"url": "http://h", "username": "u", "password": "p", "password_file": "/etc/hostname"},
+            "give password or password_file, not both",
+        ),
+        (
+            {"url": "http://h", "api": "v2", "org": "o", "bucket": "b", "token": "t", "username": "u"},
+            "username apply only to api = 'v1' (api is 'v2')",
+        ),
     ],
 )
 def test_mistakes_are_refused_naming_the_field(tmp_path: Path, influx: dict[str, object], message: str) -> None:
@@ -90,3 +100,14 @@ def test_empty_token_file_is_an_error_naming_it(tmp_path: Path) -> None:
     config = load(tmp_path, {"url": "http://h", "api": "v2", "org": "o", "bucket": "b", "token_file": str(empty)})
     with pytest.raises(ValueError, match=r"influx\.token_file .* is empty"):
         metrics_writer(config.influx, config.state_dir)
+
+
+def test_v1_with_authentication_reads_the_password_from_a_file_and_never_shows_it(tmp_path: Path) -> None:
+    password_file = tmp_path / "password"
+    password_file.write_text("pw-123\n")
+    config = load(tmp_path, {"url": "http://h", "username": "nacelle", "password_file": str(password_file)})
+    assert config.influx.v1_credentials() == ("nacelle", "pw-123")
+    inline = load(tmp_path, {"url": "http://h", "username": "nacelle", "password": "pw-456"})
+    assert inline.influx.v1_credentials() == ("nacelle", "pw-456")
+    assert "pw-456" not in repr(inline) and "pw-456" not in str(inline.influx)
+    assert load(tmp_path, {"url": "http://h"}).influx.v1_credentials() is None

@@ -178,6 +178,9 @@ def _inventory(root: Path, venv: Path, ports: dict[str, int], influx_port: int) 
                 "nacelle_broker_listen": "127.0.0.1",
                 "nacelle_influx_url": f"http://127.0.0.1:{influx_port}",
                 "nacelle_influxdb_port": influx_port,
+                # Ignored by the test's InfluxDB (no authentication): rendered all the same.
+                "nacelle_influx_user": "nacelle-cloud",
+                "nacelle_influx_password": "s3cret",
                 "nacelle_schedule_timezone": "Europe/Berlin",
                 "nacelle_robust": {"aggregate": "trimmed_mean", "trim_fraction": 0.25},
                 "nacelle_edge_alerts": {"quantile": 0.99},
@@ -281,6 +284,8 @@ def test_rendered_daemon_configurations_load_with_the_project_loaders(deployment
     assert cloud.broker.port == deployment.ports["cloud"] and cloud.broker.tls
     assert cloud.schedule.cron == "0 2 * * *" and cloud.schedule.timezone == "Europe/Berlin"
     assert cloud.influx.url == deployment.influx.url and cloud.influx.database == "nacelle"
+    assert cloud.influx.v1_credentials() == ("nacelle-cloud", "s3cret")
+    assert cloud.influx.password_file is not None and cloud.influx.password_file.stat().st_mode & 0o777 == 0o600
     for region, config in regions.items():
         assert config.region == region and config.broker.port == deployment.ports[f"region-{region}"]
         assert config.robust.aggregate.value == "trimmed_mean" and config.robust.trim_fraction == 0.25

@@ -212,3 +212,20 @@ def test_influx_writer_is_a_metrics_writer() -> None:
     w, _ = _mock_writer(lambda _: httpx.Response(204))
     with w:
         assert isinstance(w, MetricsWriter)
+
+
+@pytest.mark.influx
+def test_a_server_with_authentication_takes_points_only_from_its_user(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    admin = ("nacelle", "it's s3cret")
+    with start_influxdb(tmp_path_factory.mktemp("influx-auth"), admin=admin) as server:
+        for auth in [None, ("nacelle", "wrong")]:
+            w = InfluxV1Writer(server.url, server.database, auth=auth, max_attempts=3, **FAST)
+            with w, pytest.raises(MetricsWriteError) as refused:
+                w.write([Point("m").field("v", 1)])
+            # Not "refused for good": a spool keeps the points until the credentials are mended.
+            assert (refused.value.status, refused.value.refused) == (401, False)
+        with InfluxV1Writer(server.url, server.database, auth=admin, **FAST) as w:
+            assert w.write([Point("m").field("v", 1.5).time(1_700_000_000, WritePrecision.S)]) == 1
+        assert server.query_rows('SELECT "v" FROM "m"', epoch="s") == [{"time": 1_700_000_000, "v": 1.5}]
