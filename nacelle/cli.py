@@ -241,16 +241,23 @@ def _run_simulate(args: argparse.Namespace) -> int:
 
 
 def _influx_settings(args: argparse.Namespace) -> dict[str, object]:
-    """The InfluxDB options as SimulationSettings fields; the v2 token from a file or INFLUX_TOKEN."""
+    """The InfluxDB options as SimulationSettings fields; the v2 token from a file or INFLUX_TOKEN,
+    the v1 password from a file or INFLUX_PASSWORD."""
     v2 = args.influx_org is not None or args.influx_bucket is not None or args.influx_token_file is not None
     if v2 and args.influx_db is not None:
         raise ValueError("--influx-db is for the v1 API; the v2 API takes --influx-org and --influx-bucket")
     token = None
     if v2 and args.influx_token_file is None:
         token = os.environ.get("INFLUX_TOKEN") or None
+    password = None
+    if args.influx_user is not None and args.influx_password_file is None:
+        password = os.environ.get("INFLUX_PASSWORD") or None
     return {
         "influx_url": args.influx_url,
         "influx_database": args.influx_db or "nacelle",
+        "influx_user": args.influx_user,
+        "influx_password_file": args.influx_password_file,
+        "influx_password": password,
         "influx_org": args.influx_org,
         "influx_bucket": args.influx_bucket,
         "influx_token_file": args.influx_token_file,
@@ -433,12 +440,18 @@ def build_parser() -> argparse.ArgumentParser:
     influx = sim.add_argument_group(
         "an existing InfluxDB",
         "By default the simulator starts its own InfluxDB 1.x. With --influx-url the cloud core writes to that "
-        "server instead: the v1 API (/write) into --influx-db, or, with --influx-org and --influx-bucket, the "
-        "v2 API (/api/v2/write) with a token read from --influx-token-file or the INFLUX_TOKEN environment "
-        "variable (never from the command line, where ps shows it; never printed).",
+        "server instead: the v1 API (/write) into --influx-db (as --influx-user, with a password read from "
+        "--influx-password-file or the INFLUX_PASSWORD environment variable, when the server has "
+        "authentication on), or, with --influx-org and --influx-bucket, the v2 API (/api/v2/write) with a "
+        "token read from --influx-token-file or the INFLUX_TOKEN environment variable (secrets never from "
+        "the command line, where ps shows them; never printed).",
     )
     influx.add_argument("--influx-url", default=None, metavar="URL", help="e.g. http://influx.example:8086")
     influx.add_argument("--influx-db", default=None, metavar="NAME", help="v1: an existing database (default nacelle)")
+    influx.add_argument("--influx-user", default=None, metavar="NAME", help="v1: user, with authentication on")
+    influx.add_argument(
+        "--influx-password-file", type=Path, default=None, metavar="PATH", help="v1: file with the user's password"
+    )
     influx.add_argument("--influx-org", default=None, metavar="ORG", help="v2: organization")
     influx.add_argument("--influx-bucket", default=None, metavar="BUCKET", help="v2: bucket")
     influx.add_argument("--influx-token-file", type=Path, default=None, metavar="PATH", help="v2: file with the token")

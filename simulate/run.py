@@ -101,9 +101,13 @@ class SimulationSettings:
     windows_per_turbine: int = 256
     seed: int = 0
     # An existing InfluxDB instead of a started one: v1 API with influx_database (which must
-    # exist), or v2 API (/api/v2/write) with org, bucket and a token (in a file, or given here).
+    # exist; as influx_user when it has authentication on), or v2 API (/api/v2/write) with org,
+    # bucket and a token (in a file, or given here).
     influx_url: str | None = None
     influx_database: str = "nacelle"
+    influx_user: str | None = None
+    influx_password_file: Path | None = None
+    influx_password: str | None = field(default=None, repr=False)
     influx_org: str | None = None
     influx_bucket: str | None = None
     influx_token_file: Path | None = None
@@ -142,6 +146,15 @@ class SimulationSettings:
             raise ValueError(f"{self.turbines} turbines cannot fill {self.regions} regions")
         if self.incidents and (self.nights < NIGHTS_NEEDED or self.turbines < 3 * self.regions):
             raise ValueError(f"--incidents needs {NIGHTS_NEEDED} nights and at least 3 turbines per region")
+        if self.influx_user is not None or self.influx_password_file is not None:
+            if self.influx_url is None or self.influx_api == "v2":
+                raise ValueError("--influx-user is for the v1 API of an existing server (--influx-url)")
+            if self.influx_user is None:
+                raise ValueError("--influx-password-file needs --influx-user")
+            if (self.influx_password is None) == (self.influx_password_file is None):
+                raise ValueError("--influx-user needs a password: --influx-password-file or INFLUX_PASSWORD, one")
+            if self.influx_password_file is not None and not self.influx_password_file.is_file():
+                raise ValueError(f"--influx-password-file {self.influx_password_file}: no such file")
         if self.influx_api == "v2":
             if self.influx_url is None:
                 raise ValueError("the v2 API options need --influx-url: the simulator starts only an InfluxDB 1.x")
@@ -233,6 +246,7 @@ class Simulation:
         self.alerts: list[NodeAlert] = []
         self.alerts_stored: int | None = None
         self.influx_url = settings.influx_url or ""
+        self.influx_config = InfluxConfig()  # the cloud core's [influx], once InfluxDB is up
         # What simulate.live needs to describe and watch a fleet left running.
         self.processes: dict[str, subprocess.Popen[bytes]] = {}  # daemons by name (their log's)
         self.brokers: FleetBrokers | None = None
@@ -258,17 +272,30 @@ class Simulation:
     def _influx_config(self, url: str) -> InfluxConfig:
         settings = self.settings
         if settings.influx_api == "v1":
-            return InfluxConfig(url=url, database=settings.influx_database)
-        token_file = settings.influx_token_file
-        if token_file is None:  # the token came from the environment: the cloud core reads a file
-            token_file = self.workdir / "config" / "influx-token"
-            token_file.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as file:
-                file.write(settings.influx_token or "")
+            if settings.influx_user is None:
+                return InfluxConfig(url=url, database=settings.influx_database)
+            password_file = settings.influx_password_file or self._secret_file(
+                "influx-password", settings.influx_password
+            )
+            return InfluxConfig(
+                url=url,
+                database=settings.influx_database,
+                username=settings.influx_user,
+                password_file=password_file.resolve(),
+            )
+        token_file = settings.influx_token_file or self._secret_file("influx-token", settings.influx_token)
         return InfluxConfig(
             url=url, api="v2", org=settings.influx_org, bucket=settings.influx_bucket, token_file=token_file.resolve()
         )
+
+    def _secret_file(self, name: str, secret: str | None) -> Path:
+        """A secret that came from the environment, in a file (0600): the cloud core reads files."""
+        path = self.workdir / "config" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secret or "")
+        return path
 
     def _configs(
         self, brokers: FleetBrokers, registry: FleetRegistry, influx: InfluxConfig
@@ -456,7 +483,7 @@ class Simulation:
             self.influx = influx
             influx_url = influx.url
         self.influx_url = influx_url
-        influx_config = self._influx_config(influx_url)
+        self.influx_config = influx_config = self._influx_config(influx_url)
         _say(
             f"  influxdb: {influx_url} {self.influx_target}" + ("" if self.influx else " (existing, not started here)")
         )
@@ -509,7 +536,12 @@ class Simulation:
         if self.settings.influx_api != "v1":
             return  # a v2 bucket is not read back here
         try:
-            self.alerts_stored = stored_alert_count(self.influx_url, self.settings.influx_database, self.started_at)
+            self.alerts_stored = stored_alert_count(
+                self.influx_url,
+                self.settings.influx_database,
+                self.started_at,
+                auth=self.influx_config.v1_credentials(),
+            )
         except httpx.HTTPError as exc:
             log.warning("cannot count the alerts InfluxDB holds: %s", exc)
 
@@ -527,7 +559,7 @@ class Simulation:
                 cloud_endpoint=brokers.cloud.endpoint(registry.cloud.member_id),
                 cloud_key=load_private_key(key_path(fleet, registry.cloud.member_id)),
                 region_endpoint=lambda region, identity: brokers.regions[region].endpoint(identity),
-                influx=self._influx_config(self.influx_url),
+                influx=self.influx_config,
                 say=_say,
                 happened=self.incidents,
             )

@@ -235,10 +235,10 @@ def _hand_out(futures: list[asyncio.Future[float]], sent: asyncio.Future[list[fl
             future.set_result(outcome)
 
 
-def stored_alert_count(url: str, database: str, since: float) -> int:
+def stored_alert_count(url: str, database: str, since: float, *, auth: tuple[str, str] | None = None) -> int:
     """`nacelle_alert` points in an InfluxDB 1.x database from `since` (Unix s) on."""
     query = f'SELECT count("score") FROM "nacelle_alert" WHERE time >= {math.floor(since * 1000)}ms'
-    response = httpx.post(f"{url}/query", params={"db": database, "q": query}, timeout=30.0)
+    response = httpx.post(f"{url}/query", params={"db": database, "q": query}, auth=auth, timeout=30.0)
     response.raise_for_status()
     series = response.json()["results"][0].get("series", [])
     return int(series[0]["values"][0][1]) if series else 0

@@ -1,10 +1,12 @@
 """`nacelle simulate --influx-url ...`: metrics go to a server the simulator did not start, over
-the v1 API (an existing influxd database) or the v2 API (VictoriaMetrics speaking
-/api/v2/write), and the v2 token shows nowhere: not in the output, the logs or the configs."""
+the v1 API (an existing influxd database, with authentication on or off) or the v2 API
+(VictoriaMetrics speaking /api/v2/write), and neither the v2 token nor the v1 password shows
+anywhere: not in the output, the logs or the configs."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ from tests.telemetry.victoria_metrics import start_victoria_metrics
 pytestmark = [pytest.mark.broker, pytest.mark.influx, pytest.mark.slow]
 
 TOKEN = "tok-3f9a-never-shown"
+PASSWORD = "pw-81c2-never-shown"
 
 
 def simulate(workdir: Path, *influx_options: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -79,3 +82,33 @@ def test_v2_options_without_a_token_are_refused(tmp_path: Path) -> None:
         tmp_path / "sim", *("--influx-url", "http://127.0.0.1:9", "--influx-bucket", "b", "--influx-org", "o"), env=env
     )
     assert result.returncode == 2 and "needs a token" in result.stderr
+
+
+def test_v1_api_with_authentication_stores_the_points_as_the_user_and_hides_the_password(tmp_path: Path) -> None:
+    workdir = tmp_path / "sim"
+    with start_influxdb(tmp_path / "influx", admin=("nacelle-sim", PASSWORD)) as influx:
+        wrong = simulate(
+            tmp_path / "wrong",
+            *("--influx-url", influx.url, "--influx-user", "nacelle-sim"),
+            env={**os.environ, "INFLUX_PASSWORD": "not-it"},
+        )
+        assert wrong.returncode == 1 and "401" in wrong.stderr  # checked before anything starts
+
+        result = simulate(
+            workdir,
+            *("--influx-url", influx.url, "--influx-user", "nacelle-sim"),
+            env={**os.environ, "INFLUX_PASSWORD": PASSWORD},
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        summary = json.loads((workdir / "summary.json").read_text())
+        [count] = influx.query_rows('SELECT count("round") FROM "nacelle_node"')
+        assert count["count"] == 4 and summary["influx"]["points_spooled"] == 0
+        assert summary["alerts"]["stored"] is not None  # read back as the user, too
+
+    password_file = workdir / "config" / "influx-password"
+    assert password_file.read_text() == PASSWORD and password_file.stat().st_mode & 0o777 == 0o600
+    cloud_toml = (workdir / "config" / "cloud.toml").read_text()
+    assert f'password_file = "{password_file.resolve()}"' in cloud_toml
+    seen = [result.stdout, result.stderr, cloud_toml, json.dumps(summary)]
+    seen += [log.read_text(errors="replace") for log in (workdir / "logs").glob("*.log")]
+    assert not [text for text in seen if PASSWORD in text]
