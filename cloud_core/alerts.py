@@ -23,9 +23,11 @@ Schema, which dashboards are built on (add fields, never rename):
                     time: when it arrived, µs
 
 Writing never holds up the MQTT handler (and with it the partials behind an alert): accepted
-alerts wait in a bounded list that a background task writes in batches. The price: the broker
-has its acknowledgement once an alert is in that list, so a crash loses the alerts of the last
-moment; a copy delivered twice lands on the same point (same tags, same time).
+alerts wait in a bounded list, which `persist` puts in the metrics spool (on disk; a thread of
+the spool sends it to InfluxDB). The cloud core's session acknowledges messages to the broker
+only once `persist` has returned after them (SessionSpec.ack_after: one fsync for all the
+alerts that came meanwhile), so a crash before then gets them delivered again instead of
+losing them; a copy delivered twice lands on the same point (same tags, same time).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cloud_core.config import AlertsConfig
-from telemetry import MetricsWriteError, MetricsWriter, Point, WritePrecision
+from telemetry import MetricsWriter, Point, WritePrecision
 from wire.envelope import Kind, open_envelope
 from wire.errors import RejectedMessage, RejectReason
 from wire.messages import NodeAlert, parse_alert
@@ -127,11 +129,10 @@ class AlertIngest:
         self._metrics = metrics
         self._clock = clock
         self._pending: list[Point] = []
-        self._worker: asyncio.Task[None] | None = None
         self.accepted = 0
         self.refused: Counter[str] = Counter()
-        self.written = 0  # points (alerts and refusals) the writer took
-        self.dropped = 0  # points never written: the list was full or the write failed
+        self.written = 0  # points (alerts and refusals) the writer took: spooled, or written
+        self.dropped = 0  # points never written: the list was full or the spool failed
 
     async def handle(self, payload: bytes, topic: str) -> NodeAlert | None:
         """Verify one alert and queue its point; None when refused (logged and counted)."""
@@ -164,29 +165,25 @@ class AlertIngest:
             log.error("cloud drops an alert's point: %d are already waiting for InfluxDB", len(self._pending))
             return
         self._pending.append(point)
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._drain())
 
-    async def _drain(self) -> None:
-        assert self._metrics is not None
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                self.written += await asyncio.to_thread(self._metrics.write, batch)
-            except MetricsWriteError as exc:
-                self.written += exc.accepted
-                self.dropped += len(batch) - exc.accepted
-                log.error("cloud could not write %d alerts to InfluxDB: %s", len(batch) - exc.accepted, exc)
-            except Exception:  # a task nobody awaits: an error not logged here is never seen
-                self.dropped += len(batch)
-                log.exception("cloud could not write %d alerts to InfluxDB", len(batch))
+    async def persist(self) -> None:
+        """The points of the alerts handled so far, in the metrics spool on disk (off the event
+        loop). A spool that cannot be written loses them, logged and counted, rather than
+        holding back every message behind them unacknowledged."""
+        if self._metrics is None or not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        try:
+            await asyncio.to_thread(self._metrics.write_later, batch)
+            self.written += len(batch)
+        except Exception as exc:  # MetricsWriteError (disk full, permissions), or a bug: logged either way
+            self.dropped += len(batch)
+            log.error("cloud could not spool %d alerts for InfluxDB: %s", len(batch), exc, exc_info=exc)
 
     async def close(self, timeout_s: float = 10.0) -> None:
-        """Wait, at most `timeout_s`, for the alerts accepted so far to be written."""
-        worker = self._worker
-        if worker is None or worker.done():
-            return
+        """Spool, within `timeout_s`, what is still waiting (handled after the last `persist`)."""
+        waiting = len(self._pending)
         try:
-            await asyncio.wait_for(asyncio.shield(worker), timeout_s)
+            await asyncio.wait_for(self.persist(), timeout_s)
         except TimeoutError:
-            log.error("cloud stops with %d alerts not yet written to InfluxDB", len(self._pending))
+            log.error("cloud stops with %d alerts not yet spooled for InfluxDB", waiting)

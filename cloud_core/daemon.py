@@ -102,6 +102,7 @@ class CloudCore:
                 endpoint=config.broker,
                 subscriptions=(PARTIAL_FILTER, ALERT_FILTER),
                 manual_ack=True,  # a partial is on disk before the broker forgets it
+                ack_after=self.alerts.persist,  # and an alert's point in the metrics spool
             ),
             handler=self._on_message,
             on_connect=self._on_connect,

@@ -134,6 +134,15 @@ class SpooledWriter:
             )
         return delivered
 
+    def write_later(self, points: Sequence[Point]) -> None:
+        """Spool `points` durably and return without waiting for InfluxDB: the sender thread
+        delivers them. Raises like `write`."""
+        batches = line_batches(points, self.batch_size, stamp_ns=time.time_ns())
+        with self._state:
+            for batch in batches:
+                self._append(batch)
+        self._wake.set()
+
     def _append(self, batch: Batch) -> SpoolEntry | None:
         try:
             entry, dropped = self.spool.append(batch)

@@ -79,6 +79,10 @@ class MetricsWriter(Protocol):
 
     def write(self, points: Sequence[Point]) -> int: ...
 
+    def write_later(self, points: Sequence[Point]) -> None:
+        """Durable when it returns, delivered later (a writer without a spool writes now)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -190,6 +194,10 @@ class LineProtocolWriter:
                 raise
             accepted += batch.points
         return accepted
+
+    def write_later(self, points: Sequence[Point]) -> None:
+        """No spool here: written now (MetricsWriter)."""
+        self.write(points)
 
     def send(self, batch: Batch) -> None:
         """POST one batch once; raises MetricsWriteError (with `retryable` and `refused` set)."""

@@ -4,10 +4,8 @@ writer: no InfluxDB here; tests/hierarchy/test_alerts.py has the real one)."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import math
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -143,39 +141,39 @@ def test_an_old_alert_is_still_accepted(fleet: Fleet) -> None:
 
 
 class Writer:
-    """A MetricsWriter that keeps what it is given; `gate` holds writes until it is set."""
+    """A MetricsWriter that keeps what it is given to write later (a spool)."""
 
     def __init__(self, *, fail: bool = False) -> None:
         self.lines: list[str] = []
         self.calls = 0
         self.fail = fail
-        self.gate = threading.Event()
-        self.gate.set()
 
     @property
     def points_written(self) -> int:
         return len(self.lines)
 
     def write(self, points: Sequence[Point]) -> int:
+        raise AssertionError("alerts do not wait for InfluxDB: they go to the spool")
+
+    def write_later(self, points: Sequence[Point]) -> None:
         self.calls += 1
-        self.gate.wait(5)
         if self.fail:
-            raise MetricsWriteError("influxdb away", accepted=0)
+            raise MetricsWriteError("cannot spool metrics: disk full")
         self.lines.extend(p.to_line_protocol() for p in points)
-        return len(points)
 
     def close(self) -> None:
         pass
 
 
-async def test_ingest_counts_refusals_by_reason_and_writes_what_it_accepts(fleet: Fleet) -> None:
+async def test_ingest_counts_refusals_by_reason_and_spools_what_it_accepts(fleet: Fleet) -> None:
     writer = Writer()
     ingest = AlertIngest(fleet.registry, CONFIG, writer, clock=lambda: NOW)
 
     await ingest.handle(fleet.sealed(alert_envelope(ALERT, NOW)), TOPIC)
     await ingest.handle(fleet.sealed(alert_envelope(ALERT, NOW), signer=OTHER_NODE), TOPIC)
     await ingest.handle(b"\xc1", TOPIC)
-    await ingest.close()
+    assert writer.lines == []  # not before `persist`, the acknowledgements' barrier
+    await ingest.persist()
 
     assert (ingest.accepted, dict(ingest.refused)) == (1, {"bad_signature": 1, "malformed": 1})
     assert writer.lines == [
@@ -183,7 +181,7 @@ async def test_ingest_counts_refusals_by_reason_and_writes_what_it_accepts(fleet
         refusal_point(TOPIC, RejectReason.BAD_SIGNATURE, NOW).to_line_protocol(),
         refusal_point(TOPIC, RejectReason.MALFORMED, NOW).to_line_protocol(),
     ]
-    assert ingest.written == 3
+    assert (ingest.written, writer.calls) == (3, 1)  # one spool write for everything since the last
 
 
 def test_a_refusal_point_names_the_topics_region_and_node_and_the_reason() -> None:
@@ -197,47 +195,32 @@ def test_a_refusal_point_names_the_topics_region_and_node_and_the_reason() -> No
     )
 
 
-async def test_alerts_arriving_while_a_write_is_under_way_go_out_in_the_next_batch(fleet: Fleet) -> None:
+async def test_a_full_list_drops_and_counts_the_newest_alerts(fleet: Fleet) -> None:
     writer = Writer()
-    writer.gate.clear()
-    ingest = AlertIngest(fleet.registry, CONFIG, writer, clock=lambda: NOW)
-    for index in range(5):
-        await ingest.handle(fleet.sealed(alert_envelope(dataclasses.replace(ALERT, suppressed=index), NOW)), TOPIC)
-        await asyncio.sleep(0.01)  # the first write is under way, blocked
-    writer.gate.set()
-    await ingest.close()
-
-    assert ingest.written == 5 and writer.calls == 2
-
-
-async def test_a_full_queue_drops_and_counts_the_newest_alerts(fleet: Fleet) -> None:
-    writer = Writer()
-    writer.gate.clear()
     ingest = AlertIngest(fleet.registry, AlertsConfig(max_pending=2), writer, clock=lambda: NOW)
-    await ingest.handle(fleet.sealed(alert_envelope(ALERT, NOW)), TOPIC)
-    await asyncio.sleep(0.05)  # taken by the blocked writer: the list is empty again
     for _ in range(3):
         await ingest.handle(fleet.sealed(alert_envelope(ALERT, NOW)), TOPIC)
-    writer.gate.set()
-    await ingest.close()
+    await ingest.persist()
+    await ingest.handle(fleet.sealed(alert_envelope(ALERT, NOW)), TOPIC)
+    await ingest.close()  # spools what came after the last persist
 
     assert (ingest.accepted, ingest.written, ingest.dropped) == (4, 3, 1)
 
 
-async def test_a_failed_write_is_logged_and_counted_and_the_ingest_goes_on(
+async def test_a_spool_that_fails_is_logged_and_counted_and_the_ingest_goes_on(
     fleet: Fleet, caplog: pytest.LogCaptureFixture
 ) -> None:
     writer = Writer(fail=True)
     ingest = AlertIngest(fleet.registry, CONFIG, writer, clock=lambda: NOW)
 
     await ingest.handle(fleet.sealed(alert_envelope(ALERT, NOW)), TOPIC)
-    await ingest.close()
+    await ingest.persist()  # returns: the acknowledgements must not wait for a broken disk
     writer.fail = False
     await ingest.handle(fleet.sealed(alert_envelope(ALERT, NOW)), TOPIC)
-    await ingest.close()
+    await ingest.persist()
 
     assert (ingest.written, ingest.dropped) == (1, 1)
-    assert any("could not write 1 alerts" in r.getMessage() for r in caplog.records)
+    assert any("could not spool 1 alerts" in r.getMessage() for r in caplog.records)
 
 
 async def test_without_influxdb_alerts_are_still_verified_and_counted(fleet: Fleet) -> None:

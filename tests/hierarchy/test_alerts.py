@@ -12,21 +12,26 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cloud_core.alerts import alert_point
+from cloud_core.daemon import CloudCore
 from edge_node.buffer import FeatureBuffer
 from nacelle.config import write_config
 from nacelle.keys import key_path, registry_path
 from simulate.influxdb_server import RunningInfluxDB, start_influxdb
 from simulate.vibration import SAMPLE_RATE_HZ, WINDOW_SAMPLES, Fault, raw_windows, turbine_features, turbine_profile
+from telemetry import Point
 from tests.hierarchy.conftest import Fleet
 from wire.envelope import seal
 from wire.messages import NodeAlert, alert_envelope
+from wire.signing import load_private_key
 from wire.topics import RegionTopics
 
 pytestmark = [pytest.mark.broker, pytest.mark.influx]
@@ -128,3 +133,67 @@ async def test_a_failing_turbines_alert_reaches_influxdb_with_no_round_open(
         ("offshore", "bad_signature", NODE, 1)
     ]
     assert returncode == 0, edge_log[-2000:]
+
+
+class HeldSpool:
+    """A metrics spool whose disk does not answer until `release` is set: the cloud core
+    crashes in between."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.lines: list[str] = []
+
+    @property
+    def points_written(self) -> int:
+        return 0
+
+    def write(self, points: Sequence[Point]) -> int:
+        raise AssertionError("alerts go to the spool")
+
+    def write_later(self, points: Sequence[Point]) -> None:
+        self.entered.set()
+        self.release.wait(30)
+        self.lines.extend(point.to_line_protocol() for point in points)
+
+    def close(self) -> None:
+        pass
+
+
+async def test_an_alert_not_yet_spooled_when_the_cloud_core_dies_is_delivered_again(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    config = fleet.cloud(tmp_path / "cloud").config  # no InfluxDB: the spools are the test's
+    key = load_private_key(key_path(fleet.directory, "cloud"))
+    held, after = HeldSpool(), HeldSpool()
+    after.release.set()
+    dying = CloudCore(config, fleet.registry, key, metrics=held)
+    dying_task = asyncio.create_task(dying.run())
+    try:
+        await asyncio.wait_for(dying.session.connected.wait(), 10)
+        alert = NodeAlert(NODE, "offshore", 0, 9.0, 1.0, time.time(), 0)
+        async with fleet.client("offshore", NODE, identifier="test-alerting-node") as client:
+            await client.publish(
+                RegionTopics("offshore").alert(NODE),
+                seal(alert_envelope(alert, time.time()), fleet.node_key(NODE)),
+                qos=1,
+            )
+        await asyncio.wait_for(asyncio.to_thread(held.entered.wait, 10), 15)
+        assert dying.alerts.accepted == 1
+    finally:
+        dying_task.cancel()  # dies while its point is not on disk: the broker has no acknowledgement
+        await asyncio.gather(dying_task, return_exceptions=True)
+    assert held.lines == []
+    held.release.set()
+
+    restarted = CloudCore(config, fleet.registry, key, metrics=after)
+    restarted_task = asyncio.create_task(restarted.run())
+    try:
+        async with asyncio.timeout(20):
+            while not after.lines:
+                await asyncio.sleep(0.05)
+    finally:
+        restarted_task.cancel()
+        await asyncio.gather(restarted_task, return_exceptions=True)
+    assert restarted.alerts.accepted == 1
+    assert after.lines == [alert_point(alert).to_line_protocol()]

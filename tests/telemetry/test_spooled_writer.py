@@ -5,6 +5,7 @@ on cue; a real influxd is stopped and restarted on the same port."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,6 +159,25 @@ def test_a_hung_server_delays_write_by_wait_s_at_most(tmp_path: Path) -> None:
         assert time.monotonic() - started < 0.8
         assert writer.drain(5) and writer.points_written == 2
     finally:
+        writer.close()
+
+
+def test_write_later_returns_with_the_points_on_disk_before_the_server_answers(tmp_path: Path) -> None:
+    answer = threading.Event()
+
+    def held(request: httpx.Request) -> httpx.Response:
+        answer.wait(10)
+        return httpx.Response(204)
+
+    sender = InfluxV1Writer("http://influx.test", "nacelle", transport=httpx.MockTransport(held))
+    writer = SpooledWriter(sender, tmp_path, **FAST)
+    try:
+        writer.write_later(points("m", 2))
+        assert writer.pending_points == 2 and writer.points_written == 0  # on disk, not yet sent
+        answer.set()
+        assert writer.drain(5) and writer.points_written == 2
+    finally:
+        answer.set()
         writer.close()
 
 
