@@ -68,6 +68,12 @@ async def publish_updates(fleet: Fleet) -> list[str]:
     return nodes
 
 
+async def start_aggregators(fleet: Fleet, tmp_path: Path, running: list[asyncio.Task[None]]) -> None:
+    aggregators = [fleet.aggregator(region, tmp_path / f"agg-{region}") for region in FLEET]
+    running.extend(asyncio.create_task(a.session.run()) for a in aggregators)
+    await asyncio.gather(*(a.session.connected.wait() for a in aggregators))
+
+
 async def until(condition, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -80,9 +86,7 @@ async def test_influxdb_down_at_round_close_loses_no_point_and_stores_none_twice
     fleet: Fleet, tmp_path: Path, running: list[asyncio.Task[None]]
 ) -> None:
     with start_influxdb(tmp_path / "influx") as influx:
-        aggregators = [fleet.aggregator(region, tmp_path / f"agg-{region}") for region in FLEET]
-        running.extend(asyncio.create_task(a.session.run()) for a in aggregators)
-        await asyncio.gather(*(a.session.connected.wait() for a in aggregators))
+        await start_aggregators(fleet, tmp_path, running)
         core = fleet.cloud(
             tmp_path / "cloud",
             # One round now, the next in an hour: the core stays up, as in production.
@@ -145,9 +149,7 @@ async def test_a_round_closed_again_after_a_crash_stores_its_points_once(
     fleet: Fleet, tmp_path: Path, running: list[asyncio.Task[None]]
 ) -> None:
     with start_influxdb(tmp_path / "influx") as influx:
-        aggregators = [fleet.aggregator(region, tmp_path / f"agg-{region}") for region in FLEET]
-        running.extend(asyncio.create_task(a.session.run()) for a in aggregators)
-        await asyncio.gather(*(a.session.connected.wait() for a in aggregators))
+        await start_aggregators(fleet, tmp_path, running)
         settings: dict[str, object] = {
             "schedule": {"regional_deadline_s": 60, "global_deadline_s": 90},
             "influx": {"url": influx.url, "database": influx.database},
