@@ -69,7 +69,7 @@ def train_local(
     epoch_total = torch.zeros((), device=device)
     for _ in range(config.epochs):
         order = torch.randperm(len(data), generator=generator).to(device)
-        epoch_total = torch.zeros((), device=device)
+        epoch_total.zero_()
         for start in range(0, len(data), config.batch_size):
             batch = data[order[start : start + config.batch_size]]
             optimiser.zero_grad(set_to_none=True)

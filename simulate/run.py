@@ -13,7 +13,6 @@ import gc
 import json
 import logging
 import math
-import os
 import resource
 import shutil
 import subprocess
@@ -41,6 +40,7 @@ from edge_node.node import EdgeNode, read_model
 from learning.model import AutoencoderShape, weight_shapes
 from learning.training import TrainingConfig
 from nacelle.config import BrokerEndpoint, build_config, write_config
+from nacelle.files import write_atomically
 from nacelle.keys import (
     OBSERVER_ID,
     aggregator_id,
@@ -292,9 +292,7 @@ class Simulation:
         """A secret that came from the environment, in a file (0600): the cloud core reads files."""
         path = self.workdir / "config" / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as file:
-            file.write(secret or "")
+        write_atomically(path, (secret or "").encode(), 0o600)
         return path
 
     def _configs(
