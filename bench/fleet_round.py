@@ -287,16 +287,16 @@ def floor_seconds(turbines: int, nights: int = NIGHTS) -> dict[str, Any]:
     return {"floor_s": ways[fastest], "way": fastest, "ways_s": ways}
 
 
-def _subprocess(args: list[str], timeout_s: float) -> dict[str, Any]:
+def _subprocess(args: list[str], timeout_s: float, module: str = "bench.fleet_round") -> dict[str, Any]:
     output = subprocess.run(
-        [sys.executable, "-m", "bench.fleet_round", *args],
+        [sys.executable, "-m", module, *args],
         capture_output=True,
         text=True,
         timeout=timeout_s,
         check=False,
     )
     if output.returncode != 0:
-        raise RuntimeError(f"bench.fleet_round {' '.join(args)} failed:\n{output.stderr[-3000:]}")
+        raise RuntimeError(f"{module} {' '.join(args)} failed:\n{output.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(output.stdout.strip().splitlines()[-1])
     return result
 
@@ -311,8 +311,18 @@ def node_dir() -> Path | None:
 def run(size: str, workdir: Path) -> Section:
     section = Section("fleet_round", f"Whole round ({NIGHTS} nights, the last one taken apart) against the floor")
     timing = Section("fleet_round_parts", "Where the last round's time goes; CPU seconds and peak memory per process")
+    wire_parts = Section("wire_floor", "The wire alone (bench.wire_floor): CPU milliseconds per turbine and round")
+    cores = os.cpu_count() or 1
     for turbines in SIZES[size]:
         floor = _subprocess(["--floor", "--turbines", str(turbines)], timeout_s=3600)
+        wire = _subprocess(["--turbines", str(turbines)], 3600, module="bench.wire_floor")
+        wire_cpu_s = sum(wire["cpu_s_per_round"].values())
+        wire_parts.add(
+            turbines=turbines,
+            **dict(sorted(wire["cpu_ms_per_turbine"].items(), key=lambda item: (item[0] != "fleet", item[0]))),
+            all_processes=1000 * wire_cpu_s / turbines,
+            round_s=min(wire["round_s"][1:]),
+        )
         nodes = node_dir()
         args = ["--turbines", str(turbines), "--workdir", str(workdir / f"round-{turbines}")]
         result = _subprocess([*args, *(["--node-dir", str(nodes)] if nodes else [])], 3600)
@@ -324,6 +334,8 @@ def run(size: str, workdir: Path) -> Section:
             floor_s=floor["floor_s"],
             floor_way=floor["way"],
             last_round_over_floor=rounds[-1] / floor["floor_s"],
+            wire_cpu_s=wire_cpu_s,
+            floor_and_wire_s=floor["floor_s"] + wire_cpu_s / cores,
             encode_sign_ms_per_update=1000 * result["encode_sign_s"] / max(1, result["updates"]),
             wall_s=result["wall_s"],
         )
@@ -339,13 +351,22 @@ def run(size: str, workdir: Path) -> Section:
         "the turbines' own buffers and state in /dev/shm (each real turbine has a disk of its own); "
         f"{WINDOWS} windows + {LIVE_WINDOWS} a night per turbine, {EPOCHS} epochs, batch 32. "
         "floor: the same models and data sizes trained by learning.batched.train_many alone "
-        "(the fastest of 1 thread, a thread per core, and a single-threaded process per core)."
+        "(the fastest of 1 thread, a thread per core, and a single-threaded process per core). "
+        "wire_cpu_s: the CPU seconds a round's MQTT traffic alone takes, all processes together (below); "
+        f"floor_and_wire_s = floor_s + wire_cpu_s / {cores} cores, a round's lower bound even if nothing "
+        "else cost anything (no signing, checks, storage or hand-offs to training)."
     )
-    return _merge(section, timing)
+    wire_parts.notes.append(
+        "the same brokers, clients (MqttSession, one per turbine with its own certificate) and message sizes "
+        f"(bytes: {wire['bytes']}), nothing opened, signed, trained or stored; {wire['rounds_counted']} rounds "
+        "after a first; round_s: the fastest of them."
+    )
+    return _merge(section, timing, wire_parts)
 
 
-def _merge(section: Section, timing: Section) -> Section:
-    section.notes.extend(["", timing.title + ":", *_indented(timing)])
+def _merge(section: Section, *parts: Section) -> Section:
+    for part in parts:
+        section.notes.extend(["", part.title + ":", *_indented(part), *(f"  {note}" for note in part.notes)])
     return section
 
 

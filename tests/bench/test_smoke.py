@@ -46,7 +46,9 @@ def test_fleet_round_benchmark_takes_a_small_round_apart_against_its_floor(tmp_p
     row = section.rows[0]
     assert row["turbines"] == fleet_round.SIZES["tiny"][0]
     assert row["floor_s"] > 0 and row["last_round_over_floor"] > 0
+    assert row["wire_cpu_s"] >= 0 and row["floor_and_wire_s"] >= row["floor_s"]
     assert any("critical path" in note for note in section.notes)
+    assert any("wire alone" in note.lower() for note in section.notes)
 
 
 def test_flower_benchmarks_nacelle_side_and_the_flower_app_compiles(tmp_path: Path) -> None:

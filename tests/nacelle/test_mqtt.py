@@ -92,3 +92,28 @@ async def test_a_session_sends_without_nagles_delay(broker: RunningBroker) -> No
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_publishes_from_the_event_loop_do_not_wake_it_through_its_self_pipe(broker: RunningBroker) -> None:
+    # aiomqtt registers a socket's writer with call_soon_threadsafe, a system call per packet,
+    # since paho may call from its connect thread; on the loop's own thread it is not needed.
+    session = MqttSession(SessionSpec("direct", broker.endpoint()))
+    task = asyncio.create_task(session.run())
+    loop = asyncio.get_running_loop()
+    threadsafe_calls: list[object] = []
+    original = loop.call_soon_threadsafe
+    try:
+        await asyncio.wait_for(session.connected.wait(), 10)
+
+        def counted(callback: object, *args: object, **kwargs: object) -> object:
+            threadsafe_calls.append(callback)
+            return original(callback, *args, **kwargs)  # type: ignore[arg-type]
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        for number in range(20):
+            await asyncio.wait_for(session.publish(f"t/{number}", b"x" * 100), 10)
+    finally:
+        loop.call_soon_threadsafe = original  # type: ignore[method-assign]
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert threadsafe_calls == []
