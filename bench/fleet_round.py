@@ -16,6 +16,9 @@ The floor: the same number of models, the same data sizes and generator, epochs 
 trained by `learning.batched.train_many` (a thread per core in one process, or a single-threaded
 process per core, whichever is faster; one thread on a one-core machine), nothing else: no wire,
 no signing, no brokers. round seconds / floor seconds is what the wire costs.
+
+Beside them, the wire alone (`bench.wire_floor`): the CPU a round's MQTT traffic takes with
+nothing else, which bounds the round from below at floor + wire CPU / cores.
 """
 
 from __future__ import annotations

@@ -13,7 +13,10 @@ of each model's mean batch MSE, so model i's gradient is exactly the gradient of
 and its Adam state and update are those of a lone model.
 (`torch.func.vmap` over `functional_call` was measured too and was slower on CPU.)
 Models are grouped by dataset length (models in one group take the same number of Adam steps
-on batches of the same sizes) and processed `chunk_size` at a time to bound memory.
+on batches of the same sizes) and processed `chunk_size` at a time, which bounds memory and is
+also the fastest way through: the stacks of 128 models stay in the CPU's caches (1,024 models of
+272 windows, 5 epochs, one thread, 2026-12-05: 1.2–1.3 CPU seconds in chunks of 64 or 128, 1.5
+in chunks of 32, 1.7 of 512, 1.8–2.2 of 1,024; scoring 264 windows each: 0.12 against 0.26–0.47).
 
 Not for: federated rounds (use `learning.training.train_local` on a node), models other than the
 dense autoencoder of `learning.model`, or any I/O — arrays in, arrays out.
@@ -61,7 +64,7 @@ def train_many(
     *,
     seeds: Sequence[int] | int = 0,
     device: torch.device | None = None,
-    chunk_size: int = 1024,
+    chunk_size: int = 128,
 ) -> list[LocalResult]:
     """Train one autoencoder per dataset; result i is what `train_local` would return for model i.
 
@@ -108,7 +111,7 @@ def reconstruction_errors_many(
     windows: Sequence[np.ndarray],
     shape: AutoencoderShape,
     *,
-    chunk_size: int = 1024,
+    chunk_size: int = 128,
 ) -> list[np.ndarray]:
     """Per-window mean squared reconstruction error of windows[i] under weights[i] (float32).
 
