@@ -212,6 +212,7 @@ async def measure(turbines: int, workdir: Path, rounds: int = ROUNDS) -> dict[st
     finally:
         brokers.stop()
     counted = rounds - 1
+    status, update = next(iter(per_node.values()))
     cpu_s = {name: (cpu[-1][name] - cpu[0][name]) / 100 / counted for name in pids}
     return {
         "turbines": turbines,
@@ -219,12 +220,7 @@ async def measure(turbines: int, workdir: Path, rounds: int = ROUNDS) -> dict[st
         "round_s": [end - start for start, end in spans],
         "cpu_s_per_round": cpu_s,
         "cpu_ms_per_turbine": {name: 1000 * seconds / turbines for name, seconds in cpu_s.items()},
-        "bytes": {
-            "model": len(model),
-            "round": len(announcement),
-            "status": len(next(iter(per_node.values()))[0]),
-            "update": len(next(iter(per_node.values()))[1]),
-        },
+        "bytes": {"model": len(model), "round": len(announcement), "status": len(status), "update": len(update)},
     }
 
 
