@@ -164,10 +164,10 @@ async def _daemons_async(side: _CloudSide, ready: Any, reports: Any) -> None:
 async def measure(turbines: int, workdir: Path, rounds: int = ROUNDS) -> dict[str, Any]:
     from broker import FleetSecurity, start_fleet_brokers
     from nacelle.keys import CLOUD_ID, aggregator_id, create_fleet, region_names, split_turbines
-    from simulate.run import _raise_open_file_limit
+    from simulate.run import raise_open_file_limit
 
     regions = region_names(2)
-    _raise_open_file_limit(turbines)
+    raise_open_file_limit(turbines)
     fleet = workdir / "fleet"
     registry = create_fleet(fleet, split_turbines(turbines, regions))
     model, announcement, per_node = _payloads(fleet, registry)

@@ -201,7 +201,7 @@ def fleet_profile(fleet_seed: int, index: int, region_index: int) -> TurbineProf
     return turbine_profile(fleet_seed * 1_000_003 + index, region_index)
 
 
-def _raise_open_file_limit(turbines: int) -> None:
+def raise_open_file_limit(turbines: int) -> None:
     """Every turbine holds a socket here and one in its regional broker (which inherits this
     limit): the usual soft limit of 1024 would stop a fleet of a thousand at connect time."""
     needed = turbines + 1024
@@ -452,7 +452,7 @@ class Simulation:
         _prepare_workdir(self.workdir)
         if settings.node_dir is not None:
             _prepare_workdir(self.node_dir)
-        _raise_open_file_limit(settings.turbines)
+        raise_open_file_limit(settings.turbines)
         if settings.influx_url is not None:  # before anything starts: a wrong URL or name fails now
             _check_influx(self._influx_config(settings.influx_url))
         fleet = self.workdir / "fleet"
