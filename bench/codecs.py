@@ -26,7 +26,7 @@ from learning.batched import train_many
 from learning.model import AutoencoderShape, Weights, initial_weights, weight_shapes
 from learning.training import TrainingConfig
 from simulate.evaluation import eval_windows, score_model
-from simulate.run import fleet_profile
+from simulate.turbines import fleet_profile
 from simulate.vibration import turbine_features
 from wire.codec import Codec, decode_arrays, encode_arrays
 from wire.envelope import seal

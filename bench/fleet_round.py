@@ -188,20 +188,14 @@ def _floor_datasets(turbines: int, nights: int, indices: range | None = None) ->
     """Each turbine's windows at the last night (or those of `indices`), as the round trains them."""
     import numpy as np
 
-    from nacelle.keys import node_id, region_names, split_turbines
-    from simulate.run import fleet_profile
     from simulate.sensor import LIVE_OFFSET
+    from simulate.turbines import fleet_members, fleet_profile
     from simulate.vibration import turbine_features
 
-    regions = region_names(2)
-    ids = sorted(
-        (node_id(region, i), r)
-        for r, (region, n) in enumerate(split_turbines(turbines, regions).items())
-        for i in range(1, n + 1)
-    )
+    members = fleet_members(turbines, 2)
     datasets = []
-    for index in indices if indices is not None else range(len(ids)):
-        profile = fleet_profile(0, index, ids[index][1])
+    for index in indices if indices is not None else range(len(members)):
+        profile = fleet_profile(0, index, members[index].region_index)
         blocks = [turbine_features(profile, WINDOWS)]
         blocks += [turbine_features(profile, LIVE_WINDOWS, offset=LIVE_OFFSET + n) for n in range(1, nights + 1)]
         datasets.append(np.concatenate(blocks).astype(np.float32))

@@ -65,19 +65,11 @@ def _versions(python: Path) -> str:
 
 def write_data(path: Path, clients: int) -> None:
     """Client i's windows: those `nacelle simulate` gives its i-th turbine (seed 0) before night 1."""
-    from nacelle.keys import node_id, region_names, split_turbines
-    from simulate.run import fleet_profile
+    from simulate.turbines import fleet_members, fleet_profile
     from simulate.vibration import turbine_features
 
-    regions = region_names(2)
-    members = sorted(
-        (node_id(region, i), index)
-        for index, (region, count) in enumerate(split_turbines(clients, regions).items())
-        for i in range(1, count + 1)
-    )
-    data = np.stack(
-        [turbine_features(fleet_profile(0, i, region_index), WINDOWS) for i, (_, region_index) in enumerate(members)]
-    )
+    members = fleet_members(clients, 2)
+    data = np.stack([turbine_features(fleet_profile(0, i, m.region_index), WINDOWS) for i, m in enumerate(members)])
     np.save(path, data.astype(np.float32))
 
 

@@ -99,7 +99,7 @@ def _deltas(count: int) -> list[dict[str, np.ndarray]]:
     from learning.batched import train_many
     from learning.model import AutoencoderShape, initial_weights
     from learning.training import TrainingConfig
-    from simulate.run import fleet_profile
+    from simulate.turbines import fleet_profile
     from simulate.vibration import turbine_features
 
     shape = AutoencoderShape()

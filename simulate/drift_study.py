@@ -37,9 +37,9 @@ from learning.aggregation import apply_delta, fedavg
 from learning.batched import train_many
 from learning.model import AutoencoderShape, Weights, initial_weights
 from learning.training import TrainingConfig, reconstruction_errors
-from nacelle.keys import node_id, region_names, split_turbines
+from nacelle.keys import region_names
 from simulate.evaluation import TurbineEval, eval_windows, score_model, train_baselines
-from simulate.run import fleet_profile
+from simulate.turbines import fleet_members, fleet_profile
 from simulate.vibration import turbine_features
 
 Say = Callable[[str], None]
@@ -131,28 +131,31 @@ def mean_normal_error(weights: Weights, turbines: Sequence[TurbineEval], shape: 
     return float(np.mean(reconstruction_errors(weights, np.concatenate([t.normal for t in turbines]), shape)))
 
 
-def study_fleet(settings: StudySettings) -> list[tuple[str, str, int]]:
-    """(node id, region, region index) in the simulator's node order, so `fleet_profile` gives
-    the same turbines `nacelle simulate` does with the same seed."""
-    names = region_names(settings.regions)
-    members = sorted(
-        (node_id(region, i), region)
-        for region, count in split_turbines(settings.turbines, names).items()
-        for i in range(1, count + 1)
-    )
-    return [(member, region, names.index(region)) for member, region in members]
+def study_command(settings: StudySettings) -> str:
+    """The command line that runs this study with `settings`."""
+    defaults = StudySettings()
+    options = {
+        "--turbines": settings.turbines,
+        "--regions": settings.regions,
+        "--nights": settings.nights,
+        "--epochs": ",".join(map(str, settings.epochs)),
+        "--learning-rate": settings.learning_rate if settings.learning_rate != defaults.learning_rate else None,
+        "--windows": settings.windows_per_turbine
+        if settings.windows_per_turbine != defaults.windows_per_turbine
+        else None,
+        "--seed": settings.seed,
+    }
+    return " ".join(["python -m simulate.drift_study", *(f"{k} {v}" for k, v in options.items() if v is not None)])
 
 
 def run_study(settings: StudySettings, say: Say = print) -> dict[str, Any]:
     shape = AutoencoderShape()
     started = time.monotonic()
-    fleet = study_fleet(settings)
-    profiles = [fleet_profile(settings.seed, index, region_index) for index, (_, _, region_index) in enumerate(fleet)]
-    regions = [region for _, region, _ in fleet]
+    fleet = fleet_members(settings.turbines, settings.regions)
+    profiles = [fleet_profile(settings.seed, index, member.region_index) for index, member in enumerate(fleet)]
+    regions = [member.region for member in fleet]
     training = [turbine_features(profile, settings.windows_per_turbine) for profile in profiles]
-    turbines = [
-        eval_windows(member, region, profile) for (member, region, _), profile in zip(fleet, profiles, strict=True)
-    ]
+    turbines = [eval_windows(m.node_id, m.region, p) for m, p in zip(fleet, profiles, strict=True)]
     initial = initial_weights(shape, settings.seed)
     say(
         f"drift study: {len(fleet)} turbines, {settings.regions} region(s), {settings.windows_per_turbine} windows each"
@@ -243,7 +246,8 @@ def _detection(figures: dict[str, Any]) -> str:
     return f"{figures['auc']:>6.3f} {figures['false_alarm_rate_unseen']:>10.1%}  {faults}"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_settings(argv: Sequence[str] | None = None) -> tuple[StudySettings, Path | None]:
+    """The study's settings and the JSON path (if any) from command-line arguments."""
     parser = argparse.ArgumentParser(
         prog="python -m simulate.drift_study",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
@@ -258,9 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=",".join(map(str, defaults.epochs)),
         help="local epochs a round, comma-separated: a federated and a shuffled run for each (default %(default)s)",
     )
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help="default %(default)s")
     parser.add_argument(
-        "--windows", type=int, default=defaults.windows_per_turbine, help="training windows per turbine"
+        "--windows", type=int, default=defaults.windows_per_turbine, help="training windows per turbine (%(default)s)"
     )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="the fleet's seed, as in nacelle simulate")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -281,12 +285,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ValueError as error:
         parser.error(str(error))
+    return settings, args.json
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings, json_path = parse_settings(argv)
     study = run_study(settings)
     print(format_study(study))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(study, indent=2))
-        print(f"figures: {args.json}")
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(study, indent=2))
+        print(f"figures: {json_path}")
     return 0
 
 

@@ -1,10 +1,11 @@
 """simulate.drift_study: the controls change only what they say they change, FedAvg is the
-fleet's weighted mean of real local runs, the fleet is the simulator's, and the command prints
-and writes figures computed from trained models."""
+fleet's weighted mean of real local runs, and the command prints and writes figures computed
+from trained models."""
 
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,16 @@ from learning.aggregation import fedavg
 from learning.batched import train_many
 from learning.model import AutoencoderShape, initial_weights
 from learning.training import TrainingConfig
-from nacelle.keys import create_fleet, region_names, split_turbines
-from simulate.drift_study import StudySettings, cosine, fedavg_rounds, main, shuffled_datasets, study_fleet
+from simulate.drift_study import (
+    StudySettings,
+    cosine,
+    fedavg_rounds,
+    main,
+    parse_settings,
+    shuffled_datasets,
+    study_command,
+)
+from simulate.run import SimulationSettings, _print_detection
 
 SHAPE = AutoencoderShape()
 
@@ -68,19 +77,6 @@ def test_one_region_has_no_agreement_to_report() -> None:
     assert agreement == []
 
 
-def test_the_study_fleet_is_the_simulators_node_order_and_regions(tmp_path: Path) -> None:
-    settings = StudySettings(turbines=7, regions=3)
-    names = region_names(settings.regions)
-
-    registry = create_fleet(tmp_path / "fleet", split_turbines(settings.turbines, names))
-
-    expected = [
-        (member.member_id, member.region, names.index(member.region))
-        for member in sorted(registry.nodes.values(), key=lambda m: m.member_id)
-    ]
-    assert study_fleet(settings) == expected
-
-
 def test_the_command_prints_each_run_and_writes_figures_from_trained_models(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -108,3 +104,41 @@ def test_the_command_prints_each_run_and_writes_figures_from_trained_models(
     assert federated["errors"] != shuffled["errors"]  # different data per node, different models
     assert set(study["baselines"]) == {"centralized", "local_only"}
     assert "cosine by round" in printed and str(out) in printed
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [StudySettings(), StudySettings(turbines=1000, regions=3, nights=4, epochs=(5,), learning_rate=1e-3, seed=9)],
+)
+def test_the_printed_command_runs_the_study_with_the_same_settings(settings: StudySettings) -> None:
+    words = shlex.split(study_command(settings))
+
+    assert words[:3] == ["python", "-m", "simulate.drift_study"]
+    assert parse_settings(words[3:]) == (settings, None)
+
+
+def _detection(federated_auc: float) -> dict[str, object]:
+    figures = {"auc": 0.0, "precision": 0.5, "recall": 0.5, "false_alarm_rate_seen": 0.01}
+    models = {
+        name: {**figures, "auc": auc, "false_alarm_rate_unseen": 0.05, "per_region": {}}
+        for name, auc in [("federated", federated_auc), ("local_only", 0.91), ("centralized", 0.92)]
+    }
+    return {"models": models, "turbines_evaluated": 300, "threshold_quantile": 0.99}
+
+
+def test_a_simulation_missing_the_federated_target_prints_the_study_of_its_own_fleet(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = SimulationSettings(turbines=300, regions=2, nights=12, epochs=5, seed=3)
+
+    _print_detection(_detection(0.832), settings)
+    missed = capsys.readouterr().out
+    _print_detection(_detection(0.905), settings)
+    met = capsys.readouterr().out
+
+    assert "0.088 below centralized" in missed
+    expected = StudySettings(
+        turbines=300, regions=2, nights=12, epochs=(5, 60), learning_rate=settings.learning_rate, seed=3
+    )
+    assert study_command(expected) in missed
+    assert "drift_study" not in met

@@ -14,7 +14,7 @@ from learning.model import AutoencoderShape, Weights, initial_weights
 from learning.robust import Aggregate, RobustPolicy, WeightedUpdate, aggregate_region, flatten, iterate, unflatten
 from learning.training import TrainingConfig
 from simulate.evaluation import eval_windows, score_model
-from simulate.run import fleet_profile
+from simulate.turbines import fleet_profile
 from simulate.vibration import turbine_features
 
 TURBINES, ROUNDS, ATTACKERS = 20, 4, 4  # 20% of the region

@@ -23,7 +23,8 @@ from cloud_core.model_store import ModelStore
 from learning.model import AutoencoderShape, weight_shapes
 from simulate.evaluation import eval_windows, score_model
 from simulate.influxdb_server import RunningInfluxDB, start_influxdb
-from simulate.run import SimulationSettings, fleet_profile, run_simulation
+from simulate.run import SimulationSettings, run_simulation
+from simulate.turbines import fleet_profile
 
 pytestmark = [pytest.mark.broker, pytest.mark.influx, pytest.mark.slow]
 
