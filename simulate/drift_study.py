@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from cloud_core.config import TrainingPlanConfig
+from cloud_core.config import ModelConfig, TrainingPlanConfig
 from learning.aggregation import apply_delta, fedavg
 from learning.batched import train_many
 from learning.model import AutoencoderShape, Weights, initial_weights
@@ -133,22 +133,15 @@ def mean_normal_error(weights: Weights, turbines: Sequence[TurbineEval], shape: 
 
 def study_command(settings: StudySettings) -> str:
     """The command line that runs this study with `settings`."""
-    defaults = StudySettings()
-    options = {
-        "--turbines": settings.turbines,
-        "--regions": settings.regions,
-        "--nights": settings.nights,
-        "--epochs": ",".join(map(str, settings.epochs)),
-        "--learning-rate": settings.learning_rate if settings.learning_rate != defaults.learning_rate else None,
-        "--windows": settings.windows_per_turbine
-        if settings.windows_per_turbine != defaults.windows_per_turbine
-        else None,
-        "--seed": settings.seed,
-    }
-    return " ".join(["python -m simulate.drift_study", *(f"{k} {v}" for k, v in options.items() if v is not None)])
+    return (
+        f"python -m simulate.drift_study --turbines {settings.turbines} --regions {settings.regions} "
+        f"--nights {settings.nights} --epochs {','.join(map(str, settings.epochs))} "
+        f"--learning-rate {settings.learning_rate} --windows {settings.windows_per_turbine} --seed {settings.seed}"
+    )
 
 
 def run_study(settings: StudySettings, say: Say = print) -> dict[str, Any]:
+    """Baselines, then a FedAvg run per control; the figures as plain data (see `format_study`)."""
     shape = AutoencoderShape()
     started = time.monotonic()
     fleet = fleet_members(settings.turbines, settings.regions)
@@ -156,7 +149,7 @@ def run_study(settings: StudySettings, say: Say = print) -> dict[str, Any]:
     regions = [member.region for member in fleet]
     training = [turbine_features(profile, settings.windows_per_turbine) for profile in profiles]
     turbines = [eval_windows(m.node_id, m.region, p) for m, p in zip(fleet, profiles, strict=True)]
-    initial = initial_weights(shape, settings.seed)
+    initial = initial_weights(shape, ModelConfig().init_seed)  # the cloud core's first model, as simulated
     say(
         f"drift study: {len(fleet)} turbines, {settings.regions} region(s), {settings.windows_per_turbine} windows each"
     )
