@@ -24,7 +24,7 @@ from learning.model import AutoencoderShape, weight_shapes
 from simulate.evaluation import eval_windows, score_model
 from simulate.influxdb_server import RunningInfluxDB, start_influxdb
 from simulate.run import SimulationSettings, run_simulation
-from simulate.turbines import fleet_profile
+from simulate.turbines import fleet_members, fleet_profile
 
 pytestmark = [pytest.mark.broker, pytest.mark.influx, pytest.mark.slow]
 
@@ -129,9 +129,6 @@ def test_detection_figures_come_from_the_models_the_run_produced(simulated: Simu
     shape = AutoencoderShape()
     store = ModelStore(simulated.settings.workdir / "state" / "cloud")
     version, weights = store.latest(list(weight_shapes(shape)))  # type: ignore[misc]
-    regions = ["offshore", "onshore"]
-    nodes = sorted(f"{region}-t{i:05d}" for region in regions for i in range(1, 7))
-
     assert version.version == 2  # the model of the last night, not the initial one
     assert set(detection) >= {
         "auc_federated", "auc_local_only", "auc_centralized",
@@ -139,10 +136,10 @@ def test_detection_figures_come_from_the_models_the_run_produced(simulated: Simu
     }  # fmt: skip
     assert detection["turbines_evaluated"] == 12
     # Scoring the stored global model again on the same turbines gives the reported figures.
+    members = fleet_members(simulated.settings.turbines, simulated.settings.regions)
     turbines = [
-        eval_windows(node, region, fleet_profile(simulated.settings.seed, index, regions.index(region)))
-        for index, node in enumerate(nodes)
-        for region in [node.split("-t")[0]]
+        eval_windows(m.node_id, m.region, fleet_profile(simulated.settings.seed, index, m.region_index))
+        for index, m in enumerate(members)
     ]
     rescored = score_model("federated", [weights], turbines, shape)
     assert rescored["auc"] == pytest.approx(detection["auc_federated"])
